@@ -1,0 +1,21 @@
+# The README's two commands:
+#   make run    create .venv, install ghostnest, run the main job on embedded data
+#   make test   create .venv, install ghostnest with its test extras, run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install
+run: $(VENV)/.installed
+	$(BIN)/ghostnest train --recipe quickstart
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@

@@ -1,0 +1,136 @@
+"""Channel attention: Squeeze-Excitation and Split-Attention."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import SqueezeExcitation
+
+from .activations import get_act
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``v`` to the nearest multiple of ``divisor`` without going more than 10% below it."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class SqueezeExcite(SqueezeExcitation):
+    """Squeeze-Excitation (Hu et al.): global average pool, 1x1 conv down, activation, 1x1 conv up, sigmoid gate.
+
+    Seed 000, section 3.2.2 and seed 004, "Squeeze and Excitation Block" (which uses
+    ``torchvision.ops.SqueezeExcitation``; this class *is* that module, with a friendlier constructor).
+
+    Give either ``squeeze_channels`` explicitly or ``reduction`` (squeeze = ``channels // reduction``, at least 1).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: float = 16,
+        squeeze_channels: int | None = None,
+        act: str = "relu",
+    ):
+        if channels < 1:
+            raise ValueError(f"channels={channels} must be positive")
+        if squeeze_channels is None:
+            if reduction <= 0:
+                raise ValueError(f"reduction={reduction} must be positive")
+            squeeze_channels = max(1, int(channels // reduction))
+        if squeeze_channels < 1:
+            raise ValueError(f"squeeze_channels={squeeze_channels} must be at least 1")
+        act_layer = type(get_act(act))
+        super().__init__(channels, squeeze_channels, activation=act_layer)
+
+
+class SplitAttention(nn.Module):
+    """Split-Attention over ``radix`` splits within ``cardinality`` groups (ResNeSt, Zhang et al. 2020).
+
+    Seed 000, section 3.1.2 and Figure 3: "input featuremap is first divided into r=2 groups ... A global pooling
+    layer then aggregates over the spatial dimensions ... 2 1x1 convolutions with number of groups = cardinality
+    are added after the pooling layer to predict the attention weights for each split." With radix 2 and
+    cardinality 1 this is an SK-unit; with radix 1 it degenerates to SE-like sigmoid gating.
+
+    Input: ``(N, radix * channels, H, W)``, the ``radix`` splits stacked along channels (split-major).
+    Output: ``(N, channels, H, W)``, the attention-weighted sum of the splits.
+
+    Args:
+        channels: channels of one split (= output channels); divisible by ``cardinality``.
+        radix: number of splits.
+        cardinality: number of cardinal groups.
+        reduction: the attention's inner width is ``channels * radix // reduction`` ...
+        min_inner: ... but at least ``min_inner`` (ResNeSt uses 32), rounded up to a multiple of ``cardinality``.
+        act: activation between the two 1x1 convolutions.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        radix: int = 2,
+        cardinality: int = 1,
+        reduction: int = 4,
+        min_inner: int = 32,
+        act: str = "relu",
+    ):
+        super().__init__()
+        if radix < 1:
+            raise ValueError(f"radix={radix} must be >= 1")
+        if cardinality < 1 or channels % cardinality:
+            raise ValueError(f"channels={channels} must be divisible by cardinality={cardinality} (>= 1)")
+        if reduction < 1:
+            raise ValueError(f"reduction={reduction} must be >= 1")
+        inner = max(channels * radix // reduction, min_inner, 1)
+        inner = -(-inner // cardinality) * cardinality
+        self.channels, self.radix, self.cardinality = channels, radix, cardinality
+        self.fc1 = nn.Conv2d(channels, inner, 1, groups=cardinality)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.act1 = get_act(act)
+        self.fc2 = nn.Conv2d(inner, channels * radix, 1, groups=cardinality)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if c != self.channels * self.radix:
+            raise ValueError(f"SplitAttention expects {self.channels * self.radix} input channels, got {c}")
+        if self.radix > 1:
+            splits = x.view(n, self.radix, self.channels, h, w)
+            gap = splits.sum(dim=1)
+        else:
+            gap = x
+        gap = F.adaptive_avg_pool2d(gap, 1)
+        attn = self.fc2(self.act1(self.bn1(self.fc1(gap))))
+        if self.radix > 1:
+            # (N, card, radix, C/card) -> softmax over radix -> (N, radix, C)
+            attn = attn.view(n, self.cardinality, self.radix, -1).softmax(dim=2).transpose(1, 2)
+            attn = attn.reshape(n, self.radix, self.channels, 1, 1)
+            return (splits * attn).sum(dim=1)
+        return x * attn.sigmoid()
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, radix={self.radix}, cardinality={self.cardinality}"
+
+
+class ChannelShuffle(nn.Module):
+    """Channel shuffle (ShuffleNet, Zhang et al. 2017), applied after the skip connection in seed 000 (Figures 1, 4).
+
+    Validates ``groups`` against ``channels`` at construction; the shuffle itself is a view/transpose, which
+    autograd, ``torch.compile`` and ONNX export all handle.
+    """
+
+    def __init__(self, channels: int, groups: int = 2):
+        super().__init__()
+        if groups < 1 or channels % groups:
+            raise ValueError(
+                f"channels={channels} is not divisible by shuffle groups={groups}; "
+                f"use groups that divide {channels} or disable the shuffle"
+            )
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return x
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"

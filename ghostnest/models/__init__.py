@@ -1,0 +1,3 @@
+"""Model families, one file each. Importing this package registers every model by name."""
+from . import ghostmixnet  # noqa: F401  (registration order is listing order)
+from . import efficientnetv2  # noqa: F401, I001

@@ -1,0 +1,10 @@
+"""EfficientNet-V2 S/M/L/XL baselines (seed 000, Table 5), built by timm and listed beside our models.
+
+These are timm's ``efficientnetv2_{s,m,l,xl}`` as they are (SiLU, Fused-MBConv and MBConv blocks); at 100 classes
+they have 20.31M / 52.99M / 117.36M / 206.97M parameters, matching the paper's 20M / 53M / 117M / 207M. The
+default input size is the paper's data resolution, 128 x 128.
+"""
+from ..registry import register_timm_model
+
+for _name, _params in (("s", 20), ("m", 53), ("l", 117), ("xl", 207)):
+    register_timm_model(f"efficientnetv2_{_name}", "efficientnetv2", input_size=128, num_classes=100, paper_params_m=_params)

@@ -1,0 +1,174 @@
+"""GhostMixNet (seed 004) and its ablation baselines, from one configurable network.
+
+Seed 004, "Methodology" and "Residual Layers", Figure 1: a 3-stage ResNet whose residual blocks are
+GhostModule -> BN -> ReLU -> GhostModule -> BN -> Squeeze-Excitation -> + shortcut -> ReLU. The published code's
+details (facts.md) are reproduced exactly: a 3x3 *primary* convolution in every Ghost module, each module's own
+BN before the block's BN, SE squeezing to ``out // 16``, a 2x2 average pool before a 1024-wide dropout + linear
+head. ``ghostmixnet`` has exactly 3,041,466 parameters at 10 classes.
+
+The ablation rows of the paper's results table ("ResNet", "ResNet+SE") are the same network with plain 3x3
+convolutions in place of the Ghost modules (``ghost=False``) and with or without SE; see docs/architecture.md for
+the depths chosen to match their reported sizes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import GhostModule, SqueezeExcite, get_act
+from ..registry import builder_kwargs, register_model
+
+
+@dataclass(frozen=True)
+class GhostMixNetConfig:
+    """The architecture table of GhostMixNet (seed 004, Figure 1): one row per stage."""
+
+    depths: tuple[int, ...] = (4, 4, 4)  # residual blocks per stage
+    widths: tuple[int, ...] = (64, 128, 256)  # output channels per stage
+    strides: tuple[int, ...] = (1, 2, 2)  # stride of each stage's first block
+    stem_width: int = 64
+    ghost: bool = True  # Ghost modules (True) or plain 3x3 convolutions (False, the "ResNet" ablation rows)
+    ghost_ratio: int = 2
+    ghost_kernel: int = 3  # primary convolution kernel of each Ghost module (3 in the published code)
+    cheap_kernel: int = 3  # depthwise kernel of the cheap operation
+    se: bool = True
+    se_reduction: int = 16
+    act: str = "relu"
+    pool_size: int = 2  # adaptive average pool to pool_size x pool_size before the classifier
+    drop_rate: float = 0.2
+
+
+class GhostBlock(nn.Module):
+    """Residual block of GhostMixNet (seed 004, "Residual Layers"; published GhostBlock).
+
+    ``conv1 -> BN -> act -> conv2 -> BN -> SE -> + shortcut -> act``, where ``conv1``/``conv2`` are
+    :class:`GhostModule` s (``conv1`` with its own activation, ``conv2`` linear) or, with ``ghost=False``, plain
+    3x3 convolutions (a ResNet BasicBlock, the paper's ablation baseline). The shortcut is the identity, or a
+    strided 1x1 convolution + BN where the shape changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, cfg: GhostMixNetConfig):
+        super().__init__()
+        if cfg.ghost:
+            common = dict(kernel_size=cfg.ghost_kernel, ratio=cfg.ghost_ratio, cheap_kernel=cfg.cheap_kernel)
+            self.conv1 = GhostModule(in_channels, out_channels, stride=stride, act=cfg.act, **common)
+            self.conv2 = GhostModule(out_channels, out_channels, act=None, **common)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = get_act(cfg.act)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.se = SqueezeExcite(out_channels, cfg.se_reduction) if cfg.se else nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.act2 = get_act(cfg.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.se(self.bn2(self.conv2(out)))
+        return self.act2(out + self.shortcut(x))
+
+
+class GhostMixNet(nn.Module):
+    """GhostMixNet (seed 004, Figure 1): stem, three stages of :class:`GhostBlock`, pooled dropout-linear head.
+
+    Accepts any input of at least 8 x 8 pixels per pooled cell (32 x 32 for the default 2x2 pool and strides) and
+    any class count. The head pools adaptively to ``pool_size`` x ``pool_size``, which at 32 x 32 input equals the
+    published ``AvgPool2d(4)`` on the 8 x 8 final map.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, cfg: GhostMixNetConfig = GhostMixNetConfig()):
+        super().__init__()
+        if not (len(cfg.depths) == len(cfg.widths) == len(cfg.strides)):
+            raise ValueError(
+                f"depths={cfg.depths}, widths={cfg.widths} and strides={cfg.strides} must have one entry per stage"
+            )
+        if min(cfg.depths) < 1 or min(cfg.widths) < 1 or min(cfg.strides) < 1:
+            raise ValueError("every stage needs depth >= 1, width >= 1 and stride >= 1")
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        if not 0.0 <= cfg.drop_rate < 1.0:
+            raise ValueError(f"drop_rate={cfg.drop_rate} must be in [0, 1)")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.min_input_size = cfg.pool_size
+        for s in cfg.strides:
+            self.min_input_size *= s
+        self.min_input_size *= 4  # the published 32x32 -> 8x8 -> 2x2 keeps 4x4 pixels per pooled cell at least
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, cfg.stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
+        )
+        stages, in_ch = [], cfg.stem_width
+        for depth, width, stride in zip(cfg.depths, cfg.widths, cfg.strides):
+            blocks = []
+            for i in range(depth):
+                blocks.append(GhostBlock(in_ch, width, stride if i == 0 else 1, cfg))
+                in_ch = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_ch * cfg.pool_size**2
+        self.pool = nn.AdaptiveAvgPool2d(cfg.pool_size)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(
+                f"GhostMixNet expects (N, C, H, W) input with H, W >= {self.min_input_size}; got {tuple(x.shape)}"
+            )
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+def _build(overrides: dict, pretrained: bool, kwargs: dict) -> GhostMixNet:
+    kwargs = builder_kwargs(pretrained, kwargs)
+    num_classes = kwargs.pop("num_classes", 10)
+    in_chans = kwargs.pop("in_chans", 3)
+    fields = set(GhostMixNetConfig.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(f"unknown GhostMixNet option(s) {unknown}; valid options: {sorted(fields)}")
+    values = {**overrides, **kwargs}
+    for key in ("depths", "widths", "strides"):
+        if key in values and isinstance(values[key], Sequence):
+            values[key] = tuple(int(v) for v in values[key])
+    return GhostMixNet(num_classes, in_chans, GhostMixNetConfig(**values))
+
+
+@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=3.0)
+def ghostmixnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
+    """GhostMixNet as published (seed 004): Ghost modules + SE, [4, 4, 4] blocks of 64/128/256 channels."""
+    return _build({}, pretrained, kwargs)
+
+
+@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.6)
+def ghostmixnet_resnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
+    """Ablation row "ResNet" (seed 004 results table): plain 3x3 residual blocks, no SE, [4, 4, 3] blocks."""
+    return _build(dict(ghost=False, se=False, depths=(4, 4, 3)), pretrained, kwargs)
+
+
+@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.9)
+def ghostmixnet_resnet_se(pretrained: bool = False, **kwargs) -> GhostMixNet:
+    """Ablation row "ResNet+SE" (seed 004 results table): plain 3x3 residual blocks with SE, [4, 4, 3] blocks."""
+    return _build(dict(ghost=False, se=True, depths=(4, 4, 3)), pretrained, kwargs)

@@ -1,0 +1,101 @@
+"""Model registry: every model is built by name, and ours are registered with timm's registry too.
+
+``ghostnest.create_model(name)`` builds any model listed by ``ghostnest.list_models()``. Our own models are also
+registered with ``timm.models.register_model``, so after ``import ghostnest`` the call
+``timm.create_model("ghostmixnet", num_classes=10)`` works. The EfficientNet-V2 baselines are timm's own models,
+listed here so that they sit beside ours in every table; they are built by timm, never re-implemented.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import timm
+from torch import nn
+
+# Keys timm's factory passes to every entrypoint that our builders do not use.
+_TIMM_FACTORY_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model without building it."""
+
+    name: str
+    family: str  # "ghostmixnet", "menest" or "efficientnetv2"
+    input_size: int  # default (square) input resolution: the paper's
+    paper_params_m: float | None  # parameter count the paper reports, in millions (None if it reports none)
+    num_classes: int  # class count of the paper's data set (10 for CIFAR-10, 100 for CIFAR-100)
+    builder: Callable[..., nn.Module]
+    source: str  # "ghostnest" or "timm"
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(family: str, input_size: int, num_classes: int, paper_params_m: float | None = None):
+    """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        timm.models.register_model(fn)
+        _REGISTRY[fn.__name__] = ModelInfo(
+            fn.__name__, family, input_size, paper_params_m, num_classes, fn, "ghostnest"
+        )
+        return fn
+
+    return decorator
+
+
+def register_timm_model(
+    name: str, family: str, input_size: int, num_classes: int, paper_params_m: float | None = None
+) -> None:
+    """List one of timm's own models beside ours (built by ``timm.create_model``)."""
+
+    def build(pretrained: bool = False, **kwargs) -> nn.Module:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+    _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
+
+
+def builder_kwargs(pretrained: bool, kwargs: dict) -> dict:
+    """Drop the keys timm's factory adds; refuse ``pretrained=True`` (no weights are published)."""
+    if pretrained:
+        raise ValueError(
+            "pretrained=True: no pretrained weights are published for ghostnest models; "
+            "train one with `ghostnest train` and load it with `ghostnest.load_checkpoint`"
+        )
+    return {k: v for k, v in kwargs.items() if k not in _TIMM_FACTORY_KEYS}
+
+
+def unknown_model_error(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown model {name!r}.{hint} Run `ghostnest models` to list all {len(_REGISTRY)} models.")
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; ``ValueError`` naming the nearest known names if there is none."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_model_error(name) from None
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Names of all registered models matching a shell-style ``pattern`` (and ``family``), in registration order."""
+    _ensure_loaded()
+    return [
+        n for n, info in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
+    ]
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments)."""
+    return model_info(name).builder(pretrained=pretrained, **kwargs)
+
+
+def _ensure_loaded() -> None:
+    from . import models  # noqa: F401  (importing registers every model family)
