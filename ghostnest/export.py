@@ -1,0 +1,128 @@
+"""Export a model out of Python training code: ONNX, ``torch.export`` and safetensors, each checked on reload.
+
+Every exported file carries the metadata a runtime needs to use it without this package: model name, class names,
+input size and the normalisation (mean, std). ONNX keeps it in the model's ``metadata_props``, ``torch.export``
+in an extra file inside the archive, safetensors in its header. Files are written atomically: a failed export
+leaves no partial file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .fileio import atomic_path
+
+FORMATS = ("onnx", "torch-export", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}
+METADATA_KEY = "ghostnest"  # metadata is one JSON document under this key in every format
+ONNX_OPSET = 18
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _example_input(batch: int | str, input_size: int, in_chans: int = 3) -> tuple[torch.Tensor, int | None]:
+    if batch == "dynamic":
+        return torch.randn(2, in_chans, input_size, input_size), None
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch={batch!r} must be 'dynamic' or a positive integer")
+    return torch.randn(batch, in_chans, input_size, input_size), batch
+
+
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    out: str | Path,
+    input_size: int,
+    metadata: dict,
+    batch: int | str = "dynamic",
+) -> Path:
+    """Write ``model`` (put in eval mode) to ``out`` in format ``fmt`` with ``metadata`` embedded; return the path."""
+    _check_format(fmt)
+    out = Path(out)
+    model = model.eval()
+    meta_json = json.dumps({**metadata, "input_size": input_size}, sort_keys=True)
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(out) as tmp:
+            save_file(state, str(tmp), metadata={METADATA_KEY: meta_json})
+        return out
+    x, fixed = _example_input(batch, input_size)
+    batch_dim = None if fixed else torch.export.Dim("batch", min=1, max=65536)
+    if fmt == "torch-export":
+        dynamic = None if fixed else ({0: batch_dim},)
+        with torch.no_grad():
+            program = torch.export.export(model, (x,), dynamic_shapes=dynamic)
+        with atomic_path(out) as tmp:
+            torch.export.save(program, str(tmp), extra_files={METADATA_KEY: meta_json})
+        return out
+    # ONNX, through torch's dynamo-based exporter
+    import onnx
+
+    dynamic = None if fixed else {"x": {0: batch_dim}}
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, dynamic_shapes=dynamic, opset_version=ONNX_OPSET, verbose=False,
+            input_names=["x"], output_names=["logits"],
+        )
+    proto = program.model_proto
+    onnx.checker.check_model(proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta_json
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata embedded by :func:`export_model` in an ONNX, ``.pt2`` or safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            raw = props[METADATA_KEY]
+        elif path.suffix == ".pt2":
+            extra = {METADATA_KEY: ""}
+            torch.export.load(str(path), extra_files=extra)
+            raw = extra[METADATA_KEY]
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                raw = (f.metadata() or {})[METADATA_KEY]
+        return json.loads(raw)
+    except KeyError:
+        raise ValueError(f"{path} has no ghostnest metadata; export it with `ghostnest export`") from None
+    except Exception as exc:  # protobuf, zip and JSON decoders each raise their own error types
+        raise ValueError(f"{path} is not a readable exported model ({exc.__class__.__name__}: {exc})") from None
+
+
+class OnnxClassifier:
+    """An exported ONNX classifier run by onnxruntime on the CPU: ``logits = OnnxClassifier(path)(images)``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.metadata = read_metadata(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().float().contiguous().cpu().numpy()})[0]
+        return torch.from_numpy(out)
