@@ -40,7 +40,54 @@ def add_models_parser(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
-COMMANDS = [add_models_parser]
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_models, environment, format_table
+
+    if not args.models:
+        raise ValueError("name one or more models to benchmark, e.g. `ghostnest bench menest_ghost_s efficientnetv2_s`")
+    progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    rows = bench_models(
+        args.models, input_size=args.input, batch=args.batch, mode=args.mode, device=args.device, dtype=args.dtype,
+        channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
+        num_classes=args.num_classes, threads=args.threads, progress=progress,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    env = environment(args.device)
+    print(format_table(rows))
+    where = env["gpu"] or f"{env['cpu']}, {env['usable_cores']} cores"
+    print(f"{where}; torch {env['torch']}; {env['date_utc']}")
+    return 0
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time models interleaved in one process: latency, images/s, peak memory, ratio to the first",
+        description="Time MODELs interleaved (round robin after warm-up) in one process and report the median and "
+        "spread of the time per batch, images/s, peak memory, parameters, GFLOPs per image and each model's "
+        "median relative to the first model's.",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names (see `ghostnest models`)")
+    p.add_argument("--input", type=int, default=None, help="square input size (default: the first model's paper size)")
+    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--mode", choices=["infer", "train"], default="infer",
+                   help="infer: eval forward under inference_mode; train: forward + CE loss + backward + AdamW step")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype (default fp32)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
+    p.add_argument("--compile", action="store_true", help="torch.compile each model (compile time not in the median)")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds per model (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2, at least 1)")
+    p.add_argument("--num-classes", type=int, default=None, help="class count (default: the first model's paper's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's, one per core)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {name, params, gflops, median_ms, images_per_s, ratio_to_first, ...}")
+    p.set_defaults(func=_cmd_bench)
+
+
+COMMANDS = [add_models_parser, add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

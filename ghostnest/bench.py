@@ -1,0 +1,493 @@
+"""Speed benchmarks: latency, throughput and peak memory of several models, measured in one process.
+
+:func:`bench_models` builds every model, warms each one up, then times them *interleaved* (round robin, the
+starting model rotating each round: A B C, B C A, C A B, ...), so that a slow-down from other work on the
+machine (a shared CPU, a GPU's clock) falls on all models alike instead of on whichever ran last. It reports the
+median and the spread (quartiles, min, max) of the time per batch, not the mean: on a shared machine single
+batches can be several times slower than usual, and the median ignores them.
+
+What one timed step is:
+
+- ``mode="infer"``: ``model.eval()`` and ``torch.inference_mode()``, one forward pass of a batch.
+- ``mode="train"``: one full optimizer step: forward, cross-entropy loss against random labels, backward and an
+  ``AdamW`` step (``zero_grad(set_to_none=True)`` first), the model in train mode (BatchNorm and dropout active).
+
+``dtype="bf16"``/``"fp16"`` runs the step under ``torch.autocast`` (weights stay fp32, as in mixed-precision
+training; fp16 training on CUDA uses a ``GradScaler``). ``channels_last`` converts model and input to NHWC;
+``compile`` wraps the model with ``torch.compile`` (the compile time is in ``first_call_ms``, not in the median).
+
+Peak memory (``peak_mem_mb``), measured during the first warm-up step of each model, which runs alone:
+
+- CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``: tensors allocated through
+  PyTorch's caching allocator during the step, *including* the weights (and in train mode gradients and AdamW
+  state) that were already there; not the CUDA context nor cached-but-free blocks. ``mem_kind="cuda_peak_allocated"``.
+- CPU: the growth of the process's resident set during the step: ``VmHWM`` (peak resident set, from
+  ``/proc/self/status``) after the step minus ``VmRSS`` before it, with the peak reset beforehand by writing ``5``
+  to ``/proc/self/clear_refs`` (Linux). This counts activations, gradients and optimizer state created by the
+  step, *not* the weights built before it. ``mem_kind="cpu_rss_growth"``. Its limits: memory the allocator kept
+  from an earlier model and reuses is not counted again (so models measured later can read low), and pages are
+  counted in whole 4 KiB units once touched. Without ``clear_refs`` (not Linux, or not permitted) the figure falls
+  back to the growth of ``resource.getrusage().ru_maxrss``, which cannot be reset and so reads 0 for any model
+  that stays below an earlier peak; ``mem_kind`` then says ``"cpu_maxrss_growth"``. Read CPU figures as rough.
+
+FLOPs (``gflops``, per image, multiply-add = 2 FLOPs) and parameters come from :mod:`ghostnest.stats`, counted on
+the ``meta`` device for one forward pass at the benchmark's input size; they are the same in train mode (a
+training step costs roughly three times the forward FLOPs).
+
+Fused fast path (issue 7): inference will later run through ``ghostnest.fuse(model)`` by default. The only place
+that needs to change is :func:`prepare_model` (see ``fuse=`` there and in :func:`bench_models`); the result rows
+already carry a ``fused`` field. Until then ``fuse=True`` raises a ``ValueError`` saying it is not available.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import create_model, model_info
+from .stats import count_flops, count_params
+
+MODES = ("infer", "train")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Keys every row returned by bench_models has (tests and the --json output rely on them).
+RESULT_KEYS = (
+    "name", "family", "mode", "device", "dtype", "input_size", "batch", "num_classes", "channels_last",
+    "compiled", "fused", "params", "gflops", "median_ms", "p25_ms", "p75_ms", "iqr_ms", "min_ms", "max_ms",
+    "images_per_s", "ratio_to_first", "peak_mem_mb", "mem_kind", "first_call_ms", "repeats", "warmup", "threads",
+)
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; ``cuda`` without a GPU -> ``ValueError`` naming the fix."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' requested but no CUDA GPU is available to PyTorch "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda or 'no'}); use --device cpu or --device auto"
+        )
+    return torch.device(device)
+
+
+def check_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for ``fp32``/``bf16``/``fp16``; ``ValueError`` if this device cannot run it under autocast."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    tdtype = DTYPES[dtype]
+    if tdtype is torch.float32:
+        return tdtype
+    if device.type == "cuda":
+        if tdtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"bf16 is not supported on {torch.cuda.get_device_name(device)}; use --dtype fp16 or --dtype fp32"
+            )
+        return tdtype
+    # CPU: probe a tiny convolution under autocast (support depends on the build and the CPU's instructions).
+    try:
+        with torch.autocast("cpu", dtype=tdtype):
+            F.conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
+    except (RuntimeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{dtype} autocast is not supported on this CPU build ({first}); use --dtype fp32") from None
+    return tdtype
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            fix = "--" + key.replace("_", "-")
+            raise ValueError(f"{key} must be a positive integer, got {value!r}; pass {fix} 1 or more")
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_kib() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
+
+
+class _PeakMemory:
+    """Peak memory of one step (see the module docstring for what is counted on each device)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mb: float | None = None
+        self.kind = ""
+
+    def __enter__(self) -> _PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.kind = "cuda_peak_allocated"
+            return self
+        gc.collect()
+        self._rss0 = _proc_status_kib("VmRSS")
+        if self._rss0 is not None and _reset_peak_rss():
+            self.kind = "cpu_rss_growth"
+        else:
+            self.kind = "cpu_maxrss_growth"
+            self._rss0 = _maxrss_kib()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self.kind == "cpu_rss_growth":
+            peak = _proc_status_kib("VmHWM")
+            self.mb = max(0, (peak or 0) - self._rss0) / 1024
+        else:
+            self.mb = max(0, _maxrss_kib() - self._rss0) / 1024
+
+
+# ------------------------------------------------------------------------------------------------------ setup
+@dataclass
+class _Case:
+    """One model under test: the model, its step function and its timings."""
+
+    name: str
+    model: nn.Module
+    step: Callable[[], None]
+    params: int
+    gflops: float
+    family: str
+    times_ms: list
+    first_call_ms: float = 0.0
+    peak_mem_mb: float | None = None
+    mem_kind: str = ""
+
+
+def prepare_model(model: nn.Module, mode: str, fuse: bool = False) -> nn.Module:
+    """Put ``model`` in the state the benchmark times: eval or train mode, and (issue 7) the fused fast path.
+
+    This is the hook for ``ghostnest.fuse``: when it exists, infer mode will call it here when ``fuse`` is True
+    (the CLI will default to it and offer ``--no-fuse``). Fusion never applies to train mode.
+    """
+    model.train(mode == "train")
+    if fuse:
+        if mode != "infer":
+            raise ValueError("fusion applies to inference only; drop --fuse for --mode train")
+        import ghostnest
+
+        fuse_fn = getattr(ghostnest, "fuse", None)
+        if fuse_fn is None:
+            raise ValueError("the fused fast path (ghostnest.fuse) is not available yet; run without fusion")
+        model = fuse_fn(model)
+    return model
+
+
+def _make_step(
+    model: nn.Module,
+    mode: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    tdtype: torch.dtype,
+) -> Callable[[], None]:
+    amp = (
+        torch.autocast(device.type, dtype=tdtype)
+        if tdtype is not torch.float32
+        else contextlib.nullcontext()
+    )
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    if mode == "infer":
+
+        def infer_step() -> None:
+            with torch.inference_mode(), amp:
+                model(x)
+            sync()
+
+        return infer_step
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    scaler = torch.amp.GradScaler(device.type) if (tdtype is torch.float16 and device.type == "cuda") else None
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = F.cross_entropy(model(x), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        sync()
+
+    return train_step
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 1]) of already sorted values."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def bench_models(
+    names: Sequence[str],
+    input_size: int | None = None,
+    batch: int = 8,
+    mode: str = "infer",
+    device: str = "auto",
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    repeats: int = 10,
+    warmup: int = 2,
+    num_classes: int | None = None,
+    model_kwargs: dict | None = None,
+    fuse: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Time ``names`` interleaved in this process; one result dict per model, in the order given.
+
+    ``input_size`` and ``num_classes`` default to the *first* model's paper setting (so a table compares all
+    models on the same input); ``model_kwargs`` are passed to every ``create_model`` call (tests use them to build
+    tiny networks). ``threads`` sets ``torch.set_num_threads`` for the run (default: leave PyTorch's setting, one
+    thread per core). ``ratio_to_first`` is each model's median divided by the first model's. ``progress``, if
+    given, is called with a short line before each model is built and when timing starts.
+    Raises ``ValueError`` for an unknown model, a bad size/count, or a device or dtype this machine cannot run.
+    """
+    names = list(names)
+    if not names:
+        raise ValueError("no model given; name one or more models (see `ghostnest models`)")
+    infos = [model_info(n) for n in names]  # ValueError naming close matches for an unknown name
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    input_size = input_size if input_size is not None else infos[0].input_size
+    num_classes = num_classes if num_classes is not None else infos[0].num_classes
+    _check_positive(batch=batch, repeats=repeats, input=input_size, num_classes=num_classes)
+    if not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be at least 1 (the first step measures memory), got {warmup!r}; pass --warmup 1")
+    dev = resolve_device(device)
+    tdtype = check_dtype(dtype, dev)
+    if mode == "train" and batch < 2:
+        raise ValueError("--mode train needs --batch 2 or more (BatchNorm cannot train on a single image)")
+    if fuse and mode != "infer":
+        raise ValueError("fusion applies to inference only; drop --fuse for --mode train")
+    if threads is not None:
+        _check_positive(threads=threads)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(
+            names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
+            num_classes, dict(model_kwargs or {}), fuse, seed, progress or (lambda _msg: None),
+        )
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
+         num_classes, kwargs, fuse, seed, say) -> list[dict]:
+    """The body of :func:`bench_models`, its arguments already checked."""
+    gen = torch.Generator().manual_seed(seed)
+    x_cpu = torch.randn(batch, 3, input_size, input_size, generator=gen)
+    y_cpu = torch.randint(0, num_classes, (batch,), generator=gen)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = x_cpu.to(dev).contiguous(memory_format=memory_format)
+    y = y_cpu.to(dev)
+
+    cases: list[_Case] = []
+    for name, info in zip(names, infos):
+        say(f"building {name}")
+        with torch.device("meta"):
+            meta_model = create_model(name, num_classes=num_classes, **kwargs)
+        gflops = count_flops(meta_model, input_size) / 1e9
+        del meta_model
+        torch.manual_seed(seed)
+        model = create_model(name, num_classes=num_classes, **kwargs)
+        params = count_params(model)
+        model = model.to(dev, memory_format=memory_format)
+        model = prepare_model(model, mode, fuse)
+        if compile:
+            model = torch.compile(model)
+        step = _make_step(model, mode, x, y, dev, tdtype)
+        case = _Case(name, model, step, params, gflops, info.family, [])
+        # First warm-up step alone: memory, and (with compile) the compilation.
+        say(f"warming up {name}")
+        t0 = time.perf_counter()
+        try:
+            with _PeakMemory(dev) as mem:
+                step()
+        except torch.cuda.OutOfMemoryError:
+            raise ValueError(
+                f"{name}: out of GPU memory at batch {batch}, input {input_size}; use a smaller --batch or --input"
+            ) from None
+        except Exception as exc:  # noqa: BLE001  (compile failures surface here as backend errors)
+            if not compile:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{name}: torch.compile failed ({msg}); run without --compile") from None
+        case.first_call_ms = (time.perf_counter() - t0) * 1e3
+        case.peak_mem_mb, case.mem_kind = mem.mb, mem.kind
+        cases.append(case)
+
+    # Remaining warm-up, interleaved like the timed rounds.
+    for _ in range(warmup - 1):
+        for case in cases:
+            case.step()
+
+    say(f"timing {len(cases)} model(s) x {repeats} rounds, interleaved")
+    n = len(cases)
+    for r in range(repeats):
+        for k in range(n):
+            case = cases[(r + k) % n]
+            t0 = time.perf_counter()
+            case.step()
+            case.times_ms.append((time.perf_counter() - t0) * 1e3)
+
+    rows = []
+    for case in cases:
+        ts = sorted(case.times_ms)
+        med = statistics.median(ts)
+        p25, p75 = _percentile(ts, 0.25), _percentile(ts, 0.75)
+        rows.append(
+            {
+                "name": case.name,
+                "family": case.family,
+                "mode": mode,
+                "device": str(dev),
+                "dtype": dtype,
+                "input_size": input_size,
+                "batch": batch,
+                "num_classes": num_classes,
+                "channels_last": channels_last,
+                "compiled": compile,
+                "fused": fuse,
+                "params": case.params,
+                "gflops": case.gflops,
+                "median_ms": med,
+                "p25_ms": p25,
+                "p75_ms": p75,
+                "iqr_ms": p75 - p25,
+                "min_ms": ts[0],
+                "max_ms": ts[-1],
+                "images_per_s": batch * 1e3 / med,
+                "ratio_to_first": 0.0,
+                "peak_mem_mb": case.peak_mem_mb,
+                "mem_kind": case.mem_kind,
+                "first_call_ms": case.first_call_ms,
+                "repeats": repeats,
+                "warmup": warmup,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    first = rows[0]["median_ms"]
+    for row in rows:
+        row["ratio_to_first"] = row["median_ms"] / first
+    del cases
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ environment
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def environment(device: str = "auto") -> dict:
+    """Where a benchmark ran: CPU model and core counts, GPU, versions, and the UTC date and time."""
+    import timm
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    env = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "gpu": None,
+    }
+    if resolve_device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of :func:`bench_models` rows, for the terminal."""
+    head = (
+        f"{'model':<24} {'params':>12} {'GFLOPs':>8} {'median ms':>10} {'IQR ms':>8} {'min-max ms':>17} "
+        f"{'img/s':>9} {'peak MiB':>9} {'ratio':>6}"
+    )
+    lines = [head]
+    for r in rows:
+        mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        lines.append(
+            f"{r['name']:<24} {r['params']:>12,} {r['gflops']:>8.3f} {r['median_ms']:>10.1f} {r['iqr_ms']:>8.1f} "
+            f"{r['min_ms']:>8.1f}-{r['max_ms']:<8.1f} {r['images_per_s']:>9.1f} {mem:>9} {r['ratio_to_first']:>6.2f}"
+        )
+    r0 = rows[0]
+    lines.append(
+        f"mode {r0['mode']}, device {r0['device']}, {r0['dtype']}, input {r0['input_size']}, batch {r0['batch']}, "
+        f"{r0['num_classes']} classes, {r0['repeats']} interleaved rounds after {r0['warmup']} warm-up, "
+        f"{r0['threads']} threads; GFLOPs per image (forward); peak memory: {r0['mem_kind']}; "
+        "ratio = median / first model's median"
+    )
+    return "\n".join(lines)
