@@ -87,7 +87,30 @@ def add_bench_parser(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-COMMANDS = [add_models_parser, add_bench_parser]
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    result = write_report(args.run_dirs, args.out)
+    print(f"wrote {result['table']}, {', '.join(str(p) for p in result['figures'])}, "
+          f"{len(result['curves'])} curve plot(s), {result['json']}")
+    for run, problems in result["problems"].items():
+        print(f"warning: run {run}: {'; '.join(problems)}", file=sys.stderr)
+    return 0
+
+
+def add_report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="results table against the papers (Table 5), Figure 7 and training curves from run directories",
+        description="Read RUN_DIRs written by `ghostnest train` and write DIR/table.md (the papers' tables with our "
+        "numbers beside them), DIR/figure7.png/.svg (top-1 against parameters) and DIR/curves/<run>.png.",
+    )
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (none: the paper rows only)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.set_defaults(func=_cmd_report)
+
+
+COMMANDS = [add_models_parser, add_bench_parser, add_report_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

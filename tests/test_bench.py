@@ -85,7 +85,7 @@ def test_percentile():
         (dict(names=["ghostmixnet"], mode="fit"), "mode"),
         (dict(names=["ghostmixnet"], mode="train", batch=1), "--batch 2"),
         (dict(names=["ghostmixnet"], dtype="fp8"), "dtype"),
-        (dict(names=["ghostmixnet"], fuse=True), "fus"),
+        (dict(names=["ghostmixnet"], fuse=True, mode="train", batch=2), "inference only"),
         (dict(names=[]), "model"),
     ],
 )
