@@ -1,0 +1,385 @@
+"""ME-NeSt-Ghost S/M/L/XL (seed 000): EfficientNet-V2 with MixConv, Split-Attention and Mix-GhostConv blocks.
+
+Seed 000, section 3 and Tables 1-4: the network is EfficientNet-V2 S/M/L/XL layer for layer (same depths, widths
+and strides), with every Fused-MBConv block replaced by a :class:`MSBlock` (MixConv-Split-Attention, section 3.1,
+Figure 1) and every MBConv block by a :class:`MSGhostBlock` (MixConv-SE-Ghost, section 3.2, Figure 4). Mish is
+the activation throughout (section 5.1); a channel shuffle follows every skip connection (Figures 1 and 4).
+
+The details the paper leaves open are fields of :class:`MENeStConfig`; docs/architecture.md says, for each, what
+the paper says, what we chose and what it does to the parameter count. Every field can be overridden by name::
+
+    ghostnest.create_model("menest_ghost_s", num_classes=100, se=False, shuffle=False, act="relu")
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from ..layers import ChannelShuffle, GhostModule, MixConv2d, SplitAttention, SqueezeExcite, get_act
+from ..layers.mixconv import split_channels
+from ..registry import builder_kwargs, register_model
+
+MS = "ms"  # MixConv-Split-Attention block (section 3.1), in place of Fused-MBConv
+MS_GHOST = "ms_ghost"  # MixConv-SE-Ghost block (section 3.2), in place of MBConv
+BLOCK_TYPES = (MS, MS_GHOST)
+
+# Stage tables, read off the paper's Tables 1-4 (seed 000): one row per stage after the 3x3 stem,
+# (block type, layers, output channels, stride of the first layer, expansion ratio).
+# Layers, channels and strides are the paper's (identical to EfficientNet-V2's). The expansion ratios are
+# EfficientNet-V2's: 1 in the first stage and 4 in the next two (its Fused-MBConv ratios; in an MS block the
+# MixConv expands through its channel multiplier), 4 in the first MS-Ghost stage and 6 after (its MBConv ratios).
+# See docs/architecture.md, "Expansion ratios".
+STAGES_S = (
+    (MS, 2, 24, 1, 1),
+    (MS, 4, 48, 2, 4),
+    (MS, 4, 64, 2, 4),
+    (MS_GHOST, 6, 128, 2, 4),
+    (MS_GHOST, 9, 160, 1, 6),
+    (MS_GHOST, 15, 256, 2, 6),
+)  # Table 1: 10 MS blocks
+STAGES_M = (
+    (MS, 3, 24, 1, 1),
+    (MS, 5, 48, 2, 4),
+    (MS, 5, 80, 2, 4),
+    (MS_GHOST, 7, 160, 2, 4),
+    (MS_GHOST, 14, 176, 1, 6),
+    (MS_GHOST, 18, 304, 2, 6),
+    (MS_GHOST, 5, 512, 1, 6),
+)  # Table 2: 13 MS blocks
+STAGES_L = (
+    (MS, 4, 32, 1, 1),
+    (MS, 7, 64, 2, 4),
+    (MS, 7, 96, 2, 4),
+    (MS_GHOST, 10, 192, 2, 4),
+    (MS_GHOST, 19, 224, 1, 6),
+    (MS_GHOST, 25, 384, 2, 6),
+    (MS_GHOST, 7, 640, 1, 6),
+)  # Table 3: 18 MS blocks
+STAGES_XL = (
+    (MS, 4, 32, 1, 1),
+    (MS, 8, 64, 2, 4),
+    (MS, 8, 96, 2, 4),
+    (MS_GHOST, 16, 192, 2, 4),
+    (MS_GHOST, 24, 256, 1, 6),
+    (MS_GHOST, 32, 512, 2, 6),
+    (MS_GHOST, 8, 640, 1, 6),
+)  # Table 4: 20 MS blocks
+
+
+@dataclass(frozen=True)
+class MENeStConfig:
+    """Every architectural choice of ME-NeSt-Ghost; the defaults are the reading documented in architecture.md."""
+
+    stages: tuple[tuple[str, int, int, int, int], ...] = STAGES_S  # (block, layers, channels, stride, expansion)
+    stem_width: int = 24  # Tables 1-4: "Conv3x3, 24, stride 2" (EfficientNet-V2 L/XL use 32)
+    num_features: int = 1792  # Tables 1-4: "Conv1x1 + Pooling + FC, 1792" (EfficientNet-V2 uses 1280)
+    kernel_sizes: tuple[int, ...] = (3, 5, 7, 9)  # MixConv kernels, sections 3.1 and 3.2
+    partition: str = "equal"  # MixConv channel partition, section 3.1.1: "equal partition was chosen"
+    act: str = "mish"  # section 5.1
+    # MS block (section 3.1): Split-Attention unit
+    radix: int = 2  # "split attention module with radix = 2" (1 gives SE-like sigmoid gating)
+    cardinality: int = 1  # "cardinality k=1"
+    sa_reduction: int = 4  # attention inner width = max(channels * radix // sa_reduction, sa_min_inner) (ResNeSt)
+    sa_min_inner: int = 32
+    # MS-Ghost block (section 3.2): Mix-GhostConv and Squeeze-Excitation
+    ghost_ratio: int = 2  # section 3.2.1: C/2 intrinsic maps + C/2 cheap maps
+    se: bool = True
+    se_ratio: float = 0.5625  # squeeze width = se_ratio * block input channels ("in") or expanded ("mid");
+    # 9/16 of the input is calibrated to the paper's counts (docs/architecture.md, "SE squeeze width")
+    se_from: str = "in"  # "in" (EfficientNet/MixNet convention) or "mid" (Hu et al.'s reduction of the gated width)
+    # channel shuffle after the skip connection (Figures 1 and 4, section 5.1)
+    shuffle: bool = True
+    shuffle_groups: int = 4
+    # regularisation, as EfficientNet-V2
+    drop_rate: float = 0.2  # dropout before the classifier
+    drop_path_rate: float = 0.2  # stochastic depth, rising linearly from 0 to this over the blocks
+
+
+def _check_mixconv_channels(name: str, channels: int, cfg: MENeStConfig) -> None:
+    """Raise a ValueError naming ``name`` when ``channels`` cannot be split over the MixConv kernel groups."""
+    n = len(cfg.kernel_sizes)
+    need = n if cfg.partition == "equal" else 2 ** (n - 1)
+    if channels < need:
+        raise ValueError(
+            f"{name}={channels} is too few for a MixConv over {n} kernel sizes {tuple(cfg.kernel_sizes)} with "
+            f"partition={cfg.partition!r}; {name} must be >= {need}"
+        )
+    split_channels(channels, n, cfg.partition)  # validates the partition name
+
+
+def _check_shuffle(name: str, channels: int, cfg: MENeStConfig) -> None:
+    if cfg.shuffle and (cfg.shuffle_groups < 1 or channels % cfg.shuffle_groups):
+        valid = [g for g in range(1, channels + 1) if channels % g == 0]
+        raise ValueError(
+            f"{name}={channels} is not divisible by shuffle_groups={cfg.shuffle_groups}; valid shuffle_groups "
+            f"for {channels} channels are {valid}, or pass shuffle=False"
+        )
+
+
+class MSBlock(nn.Module):
+    """MixConv-Split-Attention block (seed 000, section 3.1, Figure 1), in place of EfficientNet-V2's Fused-MBConv.
+
+    ``MixConv(3/5/7/9, stride) -> BN -> act -> SplitAttention(radix) -> [1x1 projection + BN] -> + skip -> shuffle``
+
+    The radix-2 branches of the SK-unit-like attention (sections 3.1, 3.1.2, Figure 3) are formed by the MixConv
+    itself: it is a mixed depthwise convolution with channel multiplier ``radix * expansion``, so every branch is a
+    full-width mixed depthwise convolution of the input (each channel keeps its group's kernel size in all
+    branches). The Split-Attention unit pools the sum of the branches, predicts per-branch channel weights with two
+    1x1 convolutions and a softmax over the radix, and returns their weighted sum. A linear 1x1 projection (+ BN)
+    follows only where the channel count changes (always when ``expansion > 1``); the skip connection is the
+    identity where the shapes match (with stochastic depth on the residual branch); the channel shuffle follows.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: int = 1,
+        cfg: MENeStConfig = MENeStConfig(),
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be >= 1")
+        if stride not in (1, 2):
+            raise ValueError(f"stride={stride} must be 1 or 2")
+        if not isinstance(expansion, int) or expansion < 1:
+            raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for an MS block")
+        if cfg.radix < 1:
+            raise ValueError(f"radix={cfg.radix} must be >= 1")
+        if cfg.cardinality != 1 and (in_channels * expansion) % cfg.cardinality:
+            raise ValueError(
+                f"in_channels * expansion={in_channels * expansion} must be divisible by cardinality={cfg.cardinality}"
+            )
+        _check_mixconv_channels("in_channels", in_channels, cfg)
+        _check_shuffle("out_channels", out_channels, cfg)
+        width = in_channels * expansion
+        self.radix, self.width = cfg.radix, width
+        self.mixconv = MixConv2d(in_channels, cfg.kernel_sizes, stride, cfg.partition, multiplier=cfg.radix * expansion)
+        self.bn1 = nn.BatchNorm2d(width * cfg.radix)
+        self.act1 = get_act(cfg.act)
+        self.attn = SplitAttention(width, cfg.radix, cfg.cardinality, cfg.sa_reduction, cfg.sa_min_inner, cfg.act)
+        if width != out_channels:
+            self.proj = nn.Sequential(nn.Conv2d(width, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        else:
+            self.proj = nn.Identity()
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
+        self.shuffle = ChannelShuffle(out_channels, cfg.shuffle_groups) if cfg.shuffle else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.mixconv(x)))
+        if self.radix > 1:
+            # The depthwise multiplier puts channel c's r-th filter at c * radix + r; SplitAttention wants the
+            # branches stacked branch-major, (N, radix * width, H, W).
+            n, _, h, w = out.shape
+            out = out.view(n, self.width, self.radix, h, w).transpose(1, 2).reshape(n, -1, h, w)
+        out = self.proj(self.attn(out))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return self.shuffle(out)
+
+
+class MSGhostBlock(nn.Module):
+    """MixConv-SE-Ghost block (seed 000, section 3.2, Figure 4), in place of EfficientNet-V2's MBConv.
+
+    ``Mix-GhostConv (expand) -> MixConv(3/5/7/9, stride) -> BN -> act -> SE -> Mix-GhostConv (project, linear)
+    -> + skip -> shuffle``
+
+    Both 1x1 convolutions of MBConv are Mix-GhostConvs (section 3.2.1, Figure 6): a 1x1 primary convolution to half
+    the channels and a MixConv 3/5/7/9 cheap operation to the other half, concatenated (:class:`GhostModule` with a
+    sequence ``cheap_kernel``). The expanding one has BN + activation on both halves, the projecting one BN only
+    (linear, as MBConv's projection). The 3x3 depthwise convolution is a MixConv (section 3.2) carrying the stride.
+    Squeeze-Excitation (section 3.2.2) gates the expanded channels; its squeeze width is ``se_ratio`` times the
+    block's input channels (``se_from="in"``) or its expanded channels (``se_from="mid"``). Identity skip with
+    stochastic depth where the shapes match; channel shuffle after the skip.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: int = 4,
+        cfg: MENeStConfig = MENeStConfig(),
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be >= 1")
+        if stride not in (1, 2):
+            raise ValueError(f"stride={stride} must be 1 or 2")
+        if not isinstance(expansion, int) or expansion < 1:
+            raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for an MS-Ghost block")
+        mid = in_channels * expansion
+        ratio = cfg.ghost_ratio
+        # the cheap MixConvs act on the intrinsic maps: ceil(channels / ratio) of them
+        _check_mixconv_channels(f"expanded channels // ghost_ratio (in_channels * expansion = {mid})",
+                                -(-mid // ratio), cfg)
+        _check_mixconv_channels(f"out_channels // ghost_ratio (out_channels = {out_channels})",
+                                -(-out_channels // ratio), cfg)
+        _check_shuffle("out_channels", out_channels, cfg)
+        ghost = dict(kernel_size=1, ratio=ratio, cheap_kernel=tuple(cfg.kernel_sizes), partition=cfg.partition)
+        self.ghost_expand = GhostModule(in_channels, mid, act=cfg.act, **ghost)
+        self.mixconv = MixConv2d(mid, cfg.kernel_sizes, stride, cfg.partition)
+        self.bn = nn.BatchNorm2d(mid)
+        self.act = get_act(cfg.act)
+        if cfg.se:
+            if cfg.se_from not in ("in", "mid"):
+                raise ValueError(f"se_from={cfg.se_from!r} must be 'in' or 'mid'")
+            if cfg.se_ratio <= 0:
+                raise ValueError(f"se_ratio={cfg.se_ratio} must be > 0")
+            base = in_channels if cfg.se_from == "in" else mid
+            self.se = SqueezeExcite(mid, squeeze_channels=max(1, int(base * cfg.se_ratio)), act=cfg.act)
+        else:
+            self.se = nn.Identity()
+        self.ghost_project = GhostModule(mid, out_channels, act=None, **ghost)
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
+        self.shuffle = ChannelShuffle(out_channels, cfg.shuffle_groups) if cfg.shuffle else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.ghost_expand(x)
+        out = self.se(self.act(self.bn(self.mixconv(out))))
+        out = self.ghost_project(out)
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return self.shuffle(out)
+
+
+class MENeStGhost(nn.Module):
+    """ME-NeSt-Ghost (seed 000, Tables 1-4): 3x3 stem, MS and MS-Ghost stages, 1x1 head conv, pool, dropout, FC.
+
+    ``forward_features`` ends after the head convolution (+ BN + act), as in timm's EfficientNet; ``forward_head``
+    pools, applies dropout and the classifier. Any input of at least 1 x 1 pixels works (every convolution is
+    "same"-padded, so odd sizes simply round up at each stride 2).
+    """
+
+    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStConfig = MENeStConfig()):
+        super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes={num_classes} must be >= 0 (0 gives pooled features)")
+        if not 0.0 <= cfg.drop_rate < 1.0:
+            raise ValueError(f"drop_rate={cfg.drop_rate} must be in [0, 1)")
+        if not 0.0 <= cfg.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={cfg.drop_path_rate} must be in [0, 1)")
+        if cfg.stem_width < 1 or cfg.num_features < 1:
+            raise ValueError(f"stem_width={cfg.stem_width} and num_features={cfg.num_features} must be >= 1")
+        if not cfg.stages:
+            raise ValueError("stages must hold at least one row (block, layers, channels, stride, expansion)")
+        for row in cfg.stages:
+            if len(row) != 5 or row[0] not in BLOCK_TYPES or min(row[1:]) < 1:
+                raise ValueError(
+                    f"stage row {row!r} must be (block, layers, channels, stride, expansion) with block in "
+                    f"{BLOCK_TYPES} and positive integers"
+                )
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, cfg.stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
+        )
+        total = sum(row[1] for row in cfg.stages)
+        stages, in_ch, idx = [], cfg.stem_width, 0
+        for block_type, layers, channels, stride, expansion in cfg.stages:
+            block_cls = MSBlock if block_type == MS else MSGhostBlock
+            blocks = []
+            for i in range(layers):
+                dpr = cfg.drop_path_rate * idx / total  # EfficientNet's linear rule: 0 for the first block
+                blocks.append(block_cls(in_ch, channels, stride if i == 0 else 1, expansion, cfg, dpr))
+                in_ch, idx = channels, idx + 1
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = cfg.num_features
+        self.head = nn.Sequential(
+            nn.Conv2d(in_ch, cfg.num_features, 1, bias=False), nn.BatchNorm2d(cfg.num_features), get_act(cfg.act)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.fc = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """EfficientNet's initialisation: He-normal (fan-out) convolutions, unit BN, uniform classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / m.weight.shape[0] ** 0.5
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"ME-NeSt-Ghost expects (N, C, H, W) input; got shape {tuple(x.shape)}")
+        return self.head(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _normalise(key: str, value):
+    if key == "stages":
+        return tuple((str(r[0]), *(int(v) for v in r[1:])) for r in value)
+    if key == "kernel_sizes":
+        return tuple(int(k) for k in value)
+    return value
+
+
+def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
+    kwargs = builder_kwargs(pretrained, kwargs)
+    num_classes = kwargs.pop("num_classes", 100)
+    in_chans = kwargs.pop("in_chans", 3)
+    # timm's factory spells these drop_rate / drop_path_rate too, so they pass straight through
+    valid = {f.name for f in fields(MENeStConfig)}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ValueError(f"unknown ME-NeSt-Ghost option(s) {unknown}; valid options: {sorted(valid)}")
+    values = {**overrides, **kwargs}
+    values = {k: _normalise(k, v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+              for k, v in values.items()}
+    return MENeStGhost(num_classes, in_chans, MENeStConfig(**values))
+
+
+@register_model("menest", input_size=128, num_classes=100, paper_params_m=21)
+def menest_ghost_s(pretrained: bool = False, **kwargs) -> MENeStGhost:
+    """ME-NeSt-Ghost-S (seed 000, Table 1): EfficientNet-V2-S layout, 10 MS blocks then 30 MS-Ghost blocks."""
+    return _build(dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
+
+
+@register_model("menest", input_size=128, num_classes=100, paper_params_m=51)
+def menest_ghost_m(pretrained: bool = False, **kwargs) -> MENeStGhost:
+    """ME-NeSt-Ghost-M (seed 000, Table 2): EfficientNet-V2-M layout, 13 MS blocks then 44 MS-Ghost blocks."""
+    return _build(dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
+
+
+@register_model("menest", input_size=128, num_classes=100, paper_params_m=102)
+def menest_ghost_l(pretrained: bool = False, **kwargs) -> MENeStGhost:
+    """ME-NeSt-Ghost-L (seed 000, Table 3): EfficientNet-V2-L layout, 18 MS blocks then 61 MS-Ghost blocks."""
+    return _build(dict(stages=STAGES_L, stem_width=24, drop_rate=0.4), pretrained, kwargs)
+
+
+@register_model("menest", input_size=128, num_classes=100, paper_params_m=172)
+def menest_ghost_xl(pretrained: bool = False, **kwargs) -> MENeStGhost:
+    """ME-NeSt-Ghost-XL (seed 000, Table 4): EfficientNet-V2-XL layout, 20 MS blocks then 80 MS-Ghost blocks."""
+    return _build(dict(stages=STAGES_XL, stem_width=24, drop_rate=0.4), pretrained, kwargs)
