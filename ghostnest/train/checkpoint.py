@@ -1,0 +1,144 @@
+"""Checkpoints: weights as safetensors (with everything needed to rebuild and feed the model in its metadata),
+optimizer/scheduler/RNG/epoch state in a torch file beside them. Every write is atomic: temp file, fsync,
+``os.replace``; a crash leaves the previous file whole.
+
+Run-directory files written here: ``last.safetensors`` + ``last.state.pt`` (after every epoch) and
+``best.safetensors`` (best validation top-1 so far).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+META_KEY = "ghostnest"
+FORMAT = 1
+REQUIRED_META = ("model", "model_kwargs", "num_classes", "classes", "input_size", "mean", "std")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (same-folder temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
+    """Model weights + ``meta`` (model name/kwargs, classes, input size, mean/std, ...) as one safetensors file."""
+    from safetensors.torch import save
+
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {missing}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={META_KEY: json.dumps({"format": FORMAT, **meta})}))
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A run directory means its ``best.safetensors`` (else ``last.safetensors``); a file is itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors; is it a ghostnest run directory?")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors file")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, metadata) of a weights file; ``ValueError`` for a corrupt, truncated or foreign file."""
+    from safetensors.torch import load
+
+    path = resolve_checkpoint_path(path)
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {exc}); use the run's other "
+            "checkpoint (best.safetensors / last.safetensors) or train again"
+        ) from None
+    if raw is None:
+        raise ValueError(f"{path} is a safetensors file but not a ghostnest checkpoint (no '{META_KEY}' metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError(f"checkpoint {path} has corrupt metadata; use the run's other checkpoint or train again") from None
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint {path} metadata lacks {missing}; it was not written by ghostnest train")
+    return tensors, meta
+
+
+def build_from_meta(meta: dict) -> nn.Module:
+    from ..registry import create_model
+
+    return create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta["model_kwargs"])
+
+
+def load_into(model: nn.Module, tensors: dict, path, meta: dict) -> None:
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        raise ValueError(
+            f"checkpoint {path} does not fit model {meta['model']} with {meta['num_classes']} classes and options "
+            f"{meta['model_kwargs']} ({detail}); it was saved from another model or class count"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load a ghostnest checkpoint (a ``.safetensors`` file or a run directory) -> ``(model in eval mode, meta)``.
+
+    ``meta`` holds ``model``, ``model_kwargs``, ``num_classes``, ``classes`` (names), ``input_size``, ``mean``,
+    ``std`` and ``dataset``: everything needed to preprocess an image the way the model was trained.
+
+    >>> model, meta = ghostnest.load_checkpoint("runs/quickstart-20260101-000000")  # doctest: +SKIP
+    """
+    path = resolve_checkpoint_path(path)
+    tensors, meta = read_checkpoint(path)
+    model = build_from_meta(meta)
+    load_into(model, tensors, path, meta)
+    return model.to(device).eval(), meta

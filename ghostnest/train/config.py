@@ -1,0 +1,235 @@
+"""Training configuration: one typed dataclass, filled from a recipe YAML and ``--set key=value`` overrides.
+
+A recipe (``ghostnest/recipes/NAME.yaml``, also reachable as ``recipes/`` at the repository root) is a paper
+experiment written out in full. ``resolve_config(recipe, overrides)`` reads it, applies the overrides (values
+parsed as YAML: ``--set lr=3e-4``, ``--set betas=[0.9,0.99]``, ``--set model_kwargs.drop_rate=0.1``) and checks
+every key and type, naming the key and its accepted values when something is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on. ``None`` means "take it from the data set / model"."""
+
+    recipe: str = "custom"
+    description: str = ""
+    # model (any name of `ghostnest models`; model_kwargs go to its constructor)
+    model: str = "ghostmixnet"
+    model_kwargs: dict = field(default_factory=dict)
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None  # None: $GHOSTNEST_DATA or ./data
+    download: bool = True
+    num_classes: int | None = None  # None: the data set's class count
+    image_size: int | None = None  # training/eval resolution; None: the data set's own size
+    val_fraction: float = 0.05  # held out of the training split (seed 000: 95:5)
+    val_on_test: bool = False  # validate on the official test split instead (the published GhostMixNet run)
+    split_seed: int = 0
+    augment: list = field(default_factory=list)  # per-image torchvision.transforms.v2 ops: [{op: Name, **kwargs}]
+    mixup_alpha: float = 0.0  # per-batch v2.MixUp (0 = off)
+    cutmix_alpha: float = 0.0  # per-batch v2.CutMix (0 = off)
+    mixup_p: float = 0.5  # probability of MixUp when both are on (else CutMix)
+    workers: int = 2  # DataLoader workers for per-image augmentation
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    label_smoothing: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    betas: tuple = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    eta_min: float = 0.0
+    restart_epochs: int = 50  # cosine_restarts: T_0
+    restart_mult: int = 1  # cosine_restarts: T_mult
+    # execution
+    amp: str = "auto"  # CUDA autocast: auto (bf16 where supported, else fp16), bf16, fp16, off; never on CPU
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    seed: int = 0
+
+
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "scheduler": ("cosine", "cosine_restarts", "constant"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+}
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult")
+
+
+def recipe_dir() -> Path:
+    return Path(str(resources.files("ghostnest") / "recipes"))
+
+
+def list_recipes() -> dict[str, str]:
+    """Recipe name -> first line of its description."""
+    out = {}
+    for path in sorted(recipe_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        out[path.stem] = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+    return out
+
+
+def load_recipe(name: str) -> dict:
+    """The raw mapping of recipe ``name`` (a packaged recipe name, or a path to a YAML file)."""
+    path = Path(name)
+    if not (name.endswith((".yaml", ".yml")) and path.is_file()):
+        path = recipe_dir() / f"{name}.yaml"
+        if not path.is_file():
+            import difflib
+
+            names = list(list_recipes())
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown recipe {name!r}.{hint} Available: {', '.join(names)} (or a path to a .yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path} must be a mapping of key: value")
+    data.setdefault("recipe", path.stem)
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["lr=1e-4", "model_kwargs.drop_rate=0.1"]`` -> ``{"lr": 1e-4, "model_kwargs": {"drop_rate": 0.1}}``."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {p} is not a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _type_name(tp) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value, tp):
+    """Check ``value`` against the field type ``tp``; ints are accepted for floats, lists for tuples."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if tp is tuple and isinstance(value, list):
+        value = [_coerce(f"{key}[{i}]", v, float) for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+        list: isinstance(value, list),
+        tuple: isinstance(value, (list, tuple)),
+    }[tp]
+    if not ok:
+        raise ValueError(f"{key}={value!r} has the wrong type: expected {_type_name(tp)}")
+    if tp is float:
+        return float(value)
+    if tp is tuple:
+        return tuple(float(v) for v in value)
+    return value
+
+
+def resolve_config(recipe: str | dict, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Recipe + overrides -> a checked :class:`TrainConfig` (``ValueError`` naming any bad key or value)."""
+    data = load_recipe(recipe) if isinstance(recipe, str) else dict(recipe)
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    data = _merge(data, extra)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        import difflib
+
+        hints_txt = "; ".join(
+            f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, fields, n=1)) else k for k in unknown
+        )
+        raise ValueError(f"unknown config key(s): {hints_txt}. Accepted keys: {', '.join(fields)}")
+    values = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
+    cfg = TrainConfig(**values)
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ValueError(f"{key}={getattr(cfg, key)!r} is not accepted; accepted values: {', '.join(choices)}")
+    for key in POSITIVE:
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be a positive integer")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr={cfg.lr} must be > 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"label_smoothing={cfg.label_smoothing} must be in [0, 1)")
+    if not 0 <= cfg.mixup_p <= 1:
+        raise ValueError(f"mixup_p={cfg.mixup_p} must be in [0, 1]")
+    if cfg.mixup_alpha < 0 or cfg.cutmix_alpha < 0:
+        raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
+    if not cfg.val_on_test and not 0 < cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction={cfg.val_fraction} must be in (0, 1), or set val_on_test=true")
+    if len(cfg.betas) != 2:
+        raise ValueError(f"betas={list(cfg.betas)} must be two numbers, e.g. [0.9, 0.999]")
+    if cfg.workers < 0:
+        raise ValueError(f"workers={cfg.workers} must be >= 0")
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
+    for i, op in enumerate(cfg.augment):
+        if not isinstance(op, dict) or "op" not in op:
+            raise ValueError(f"augment[{i}]={op!r} must be a mapping with an 'op' key, e.g. {{op: RandomHorizontalFlip}}")
+    from ..data import check_dataset_name
+    from ..data.loader import build_augment
+    from ..registry import model_info
+
+    check_dataset_name(cfg.dataset)
+    model_info(cfg.model)
+    build_augment(cfg.augment)
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["betas"] = list(cfg.betas)
+    return d

@@ -1,0 +1,343 @@
+"""The training loop, top to bottom (airbench style): data on the device, one epoch = one pass of
+``normalise -> mix -> forward -> loss -> backward -> step``, validation, an atomic checkpoint, one metrics row.
+
+Recipes (``ghostnest/recipes/*.yaml``) decide everything; see docs/training.md for the run-directory contract:
+
+    RUN_DIR/config.yaml        resolved configuration (model, dataset, num_classes, recipe, ...)
+    RUN_DIR/metrics.csv        epoch,lr,train_loss,val_loss,val_top1,val_top5,seconds   (one row per epoch)
+    RUN_DIR/last.safetensors   weights after the latest epoch   + last.state.pt (optimizer, scheduler, RNG, epoch)
+    RUN_DIR/best.safetensors   weights of the best validation top-1
+    RUN_DIR/results.json       at the end: test accuracy of the best checkpoint, params, best_epoch, ...
+    RUN_DIR/curves.png         training curves
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from ..data import TrainBatches, build_augment, build_mix, default_data_dir, eval_batches, load_dataset, train_val_split
+from ..data.loader import Normalize, epoch_seed, resize_steps
+from ..registry import create_model
+from ..stats import count_params
+from .checkpoint import atomic_write_text, load_into, read_checkpoint, save_state, save_weights
+from .config import TrainConfig, config_from_dict, config_to_dict
+
+METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "seconds"]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"--device {name!r}: accepted values: auto, cpu, cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    """bf16 (or fp16) autocast on CUDA; full fp32 on CPU."""
+    if device.type != "cuda" or cfg.amp == "off":
+        return contextlib.nullcontext, None
+    dtype = torch.float16 if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()) \
+        else torch.bfloat16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=True)
+
+
+def build_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer):
+    """Stepped once per epoch. ``cosine``: CosineAnnealingLR(T_max=epochs, eta_min) (seed 000 section 4);
+    ``cosine_restarts``: CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) (seed 004, facts.md)."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
+    if cfg.scheduler == "cosine_restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            opt, T_0=cfg.restart_epochs, T_mult=cfg.restart_mult, eta_min=cfg.eta_min)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Label-smoothing cross entropy; ``target`` is class indices or (mixed) class probabilities."""
+    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def evaluate(model, split, norm: Normalize, batch_size: int, autocast, num_classes: int, with_preds: bool = False):
+    """Mean cross entropy (no smoothing), top-1 and top-5 accuracy in percent; optionally the predictions."""
+    model.eval()
+    k = min(5, num_classes)
+    loss_sum = torch.zeros((), device=norm.device)
+    top1 = torch.zeros((), device=norm.device)
+    top5 = torch.zeros((), device=norm.device)
+    preds = []
+    for images, labels in eval_batches(split, batch_size, norm.device):
+        with autocast():
+            logits = model(norm(images))
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        topk = logits.topk(k, dim=1).indices
+        top1 += (topk[:, 0] == labels).sum()
+        top5 += (topk == labels[:, None]).any(dim=1).sum()
+        if with_preds:
+            preds.append(topk[:, 0].cpu())
+    n = max(len(split), 1)
+    out = {"loss": loss_sum.item() / n, "top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n}
+    if with_preds:
+        out["preds"] = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return out
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRICS_HEADER, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in METRICS_HEADER})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != METRICS_HEADER:
+            raise ValueError(f"{path} does not have the header {','.join(METRICS_HEADER)}; is it a ghostnest run?")
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
+
+
+def plot_curves(path: Path, rows: list[dict], title: str) -> None:
+    """Loss and accuracy per epoch (matplotlib, Agg backend), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["train_loss"] for r in rows], label="train loss")
+    a.plot(ep, [r["val_loss"] for r in rows], label="val loss")
+    a.set_xlabel("epoch"), a.legend(), a.grid(alpha=0.3)
+    b.plot(ep, [r["val_top1"] for r in rows], label="val top-1")
+    b.plot(ep, [r["val_top5"] for r in rows], label="val top-5")
+    b.set_xlabel("epoch"), b.set_ylabel("%"), b.legend(), b.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    from .checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def default_run_dir(recipe: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(recipe).stem}-{stamp}"
+
+
+def _log(msg: str, progress: bool) -> None:
+    if progress:
+        tqdm.write(msg, file=sys.stderr)
+
+
+def _kept(run: Path, rows: list[dict]) -> str:
+    if not rows:
+        return "no epoch had finished, so there is no checkpoint to keep"
+    return f"the last good checkpoint ({run}/last.safetensors, epoch {rows[-1]['epoch']}) is kept"
+
+
+def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device: str = "auto",
+          resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None,
+          resume_epochs: int | None = None) -> dict:
+    """Train ``cfg`` into run directory ``out`` (or continue the run in ``resume``); returns results.json's dict.
+
+    ``stop_after=k`` stops cleanly after epoch k (as an interruption would; used to test ``resume``).
+    """
+    # --- run directory and configuration ---------------------------------------------------------------------
+    if resume is not None:
+        run = Path(resume)
+        if not (run / "config.yaml").is_file() or not (run / "last.state.pt").is_file():
+            raise FileNotFoundError(f"{run} is not a resumable run: it needs config.yaml, last.safetensors and "
+                                    "last.state.pt (written after the first finished epoch)")
+        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        if resume_epochs is not None:
+            cfg.epochs = resume_epochs
+        if (run / "results.json").is_file() and resume_epochs is None:
+            raise ValueError(f"{run} has finished (results.json exists); to train longer pass --set epochs=N")
+    else:
+        run = Path(out) if out is not None else default_run_dir(cfg.recipe)
+        if (run / "config.yaml").exists():
+            raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+
+    # --- data (seed 000 section 2 / seed 004 "Data") ---------------------------------------------------------
+    data_dir = cfg.data_dir or default_data_dir()
+    data = load_dataset(cfg.dataset, data_dir, download=cfg.download)
+    if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
+        raise ValueError(f"num_classes={cfg.num_classes} but {cfg.dataset} has {data.num_classes} classes; "
+                         "drop --set num_classes (it defaults to the data set's count)")
+    num_classes = data.num_classes
+    size = cfg.image_size or data.size
+    if cfg.val_on_test:
+        train_split, val_split = data.train, data.test  # the published GhostMixNet run validates on the test set
+    else:
+        train_split, val_split = train_val_split(data.train, cfg.val_fraction, cfg.split_seed)
+    resolved = {**config_to_dict(cfg), "num_classes": num_classes, "image_size": size, "data_dir": str(data_dir)}
+
+    # --- model, optimizer, schedule --------------------------------------------------------------------------
+    model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    params = count_params(model)
+    channels_last = cfg.channels_last and dev.type == "cuda"
+    model = model.to(dev, memory_format=torch.channels_last) if channels_last else model.to(dev)
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt)
+    autocast, amp_dtype = autocast_for(cfg, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    step_model = torch.compile(model) if cfg.compile else model
+    meta = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": num_classes,
+            "classes": data.classes, "input_size": size, "mean": list(data.mean), "std": list(data.std),
+            "dataset": cfg.dataset, "recipe": cfg.recipe}
+
+    start_epoch, best_top1, best_epoch, rows = 0, -1.0, 0, []
+    if resume is not None:
+        state = torch.load(run / "last.state.pt", map_location="cpu", weights_only=True)
+        tensors, wmeta = read_checkpoint(run / "last.safetensors")
+        if wmeta.get("epoch") != state["epoch"]:
+            raise ValueError(f"{run}/last.safetensors (epoch {wmeta.get('epoch')}) and last.state.pt (epoch "
+                             f"{state['epoch']}) disagree; the run was cut off between the two writes. Resume is "
+                             "not safe: evaluate best.safetensors or train again")
+        load_into(model, tensors, run / "last.safetensors", wmeta)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
+        if resume_epochs is not None and isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            sched.T_max = cfg.epochs
+        rows = [r for r in read_metrics(run / "metrics.csv") if r["epoch"] <= start_epoch]
+        if start_epoch >= cfg.epochs and not (run / "results.json").is_file():
+            _log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint", progress)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+    # --- batches (per-image v2 augmentation only where the recipe asks for it) -------------------------------
+    augment = build_augment(cfg.augment)
+    sizes = resize_steps(data.train.images.shape[-1], data.size, size)
+    batches = TrainBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, dev)
+    norm = Normalize(data.mean, data.std, sizes, dev, channels_last)
+    mix = build_mix(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mixup_p, num_classes)
+    _log(f"{cfg.recipe}: {cfg.model} ({params:,} params) on {data.name} {size}px, {len(train_split)} train / "
+         f"{len(val_split)} val{' (= test set)' if cfg.val_on_test else ''} / {len(data.test)} test, "
+         f"{cfg.epochs} epochs on {dev}{f' ({amp_dtype})' if amp_dtype else ''} -> {run}", progress)
+
+    # --- epochs ------------------------------------------------------------------------------------------------
+    t_run = time.time()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.time()
+            torch.manual_seed(epoch_seed(cfg.seed, epoch))  # shuffle, augmentation, mixing, dropout of this epoch
+            model.train()
+            lr = opt.param_groups[0]["lr"]
+            loss_sum, steps = torch.zeros((), device=dev), 0
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                       disable=not progress, dynamic_ncols=True)
+            for images, labels in batches.epoch(epoch_seed(cfg.seed, epoch) + 1):
+                x, y = norm(images), labels
+                if mix is not None:
+                    x, y = mix(x, y)
+                with autocast():
+                    logits = step_model(x)
+                loss = loss_fn(logits, y, cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                loss_sum += loss.detach()
+                steps += 1
+                if steps % 10 == 0 or steps == len(batches):
+                    running = loss_sum.item() / steps  # one sync per 10 steps: progress and the NaN check
+                    if not math.isfinite(running):
+                        raise TrainingDiverged(
+                            f"loss became {running} in epoch {epoch + 1} (step {steps}): training diverged and was "
+                            f"stopped; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=off")
+                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
+            bar.close()
+            sched.step()
+            val = evaluate(model, val_split, norm, cfg.eval_batch_size, autocast, num_classes)
+            if not math.isfinite(val["loss"]):
+                raise TrainingDiverged(f"validation loss became {val['loss']} in epoch {epoch + 1}: training "
+                                       f"diverged; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=off")
+            done = epoch + 1
+            row = {"epoch": done, "lr": lr, "train_loss": loss_sum.item() / max(steps, 1), "val_loss": val["loss"],
+                   "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}
+            is_best = val["top1"] > best_top1
+            if is_best:
+                best_top1, best_epoch = val["top1"], done
+                save_weights(run / "best.safetensors", model, {**meta, "epoch": done, "val_top1": val["top1"]})
+            save_weights(run / "last.safetensors", model, {**meta, "epoch": done, "val_top1": val["top1"]})
+            save_state(run / "last.state.pt", {
+                "epoch": done, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "best_top1": best_top1, "best_epoch": best_epoch,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            })
+            rows.append(row)
+            _write_metrics(run / "metrics.csv", rows)
+            eta = (time.time() - t_run) / (done - start_epoch) * (cfg.epochs - done)
+            _log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {row['train_loss']:.4f}  val_loss "
+                 f"{val['loss']:.4f}  val_top1 {val['top1']:.2f}%  val_top5 {val['top5']:.2f}%  "
+                 f"{row['seconds']:.1f}s{'  *best*' if is_best else ''}  ETA {eta / 60:.1f} min", progress)
+            if stop_after is not None and done >= stop_after and done < cfg.epochs:
+                plot_curves(run / "curves.png", rows, f"{cfg.recipe}: {cfg.model} on {cfg.dataset}")
+                _log(f"stopped after epoch {done}; continue with: ghostnest train --resume {run}", progress)
+                return {"stopped_at": done, "run_dir": str(run)}
+    except KeyboardInterrupt:
+        print(f"interrupted; the last finished epoch is saved. Continue with: ghostnest train --resume {run}",
+              file=sys.stderr)
+        raise
+    finally:
+        if rows:
+            with contextlib.suppress(Exception):
+                plot_curves(run / "curves.png", rows, f"{cfg.recipe}: {cfg.model} on {cfg.dataset}")
+
+    # --- test accuracy of the best checkpoint ----------------------------------------------------------------
+    tensors, _ = read_checkpoint(run / "best.safetensors")
+    load_into(model, tensors, run / "best.safetensors", meta)
+    test = evaluate(model, data.test, norm, cfg.eval_batch_size, autocast, num_classes)
+    results = {
+        "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe, "num_classes": num_classes,
+        "params": params, "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+        "best_epoch": best_epoch, "best_val_top1": best_top1, "epochs": cfg.epochs,
+        "val_is_test": cfg.val_on_test, "image_size": size, "device": str(dev),
+        "train_seconds": round(sum(r["seconds"] for r in rows), 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
+    _log(f"test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  (best epoch {best_epoch}, "
+         f"{results['train_seconds']:.0f}s of training) -> {run}/results.json", progress)
+    return {**results, "run_dir": str(run)}
