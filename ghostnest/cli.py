@@ -110,7 +110,119 @@ def add_report_parser(sub) -> None:
     p.set_defaults(func=_cmd_report)
 
 
-COMMANDS = [add_models_parser, add_bench_parser, add_report_parser]
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import resolve_config, train
+    from .train.config import parse_overrides
+
+    if args.resume:
+        extra = parse_overrides(args.set)
+        if args.recipe or set(extra) - {"epochs"}:
+            raise ValueError(f"--resume takes the configuration from {args.resume}/config.yaml; drop --recipe and "
+                             "--set (only --set epochs=N, to train longer, is accepted)")
+        train(None, resume=args.resume, device=args.device, progress=not args.quiet,
+              resume_epochs=extra.get("epochs"))
+        return 0
+    overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+    cfg = resolve_config(args.recipe or "quickstart", overrides)
+    train(cfg, out=args.out, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model with a paper recipe into a run directory (see `ghostnest recipes`)",
+        description="Train with a recipe (a paper experiment, `ghostnest recipes`) and write RUN_DIR/config.yaml, "
+        "metrics.csv, last/best checkpoints, results.json and curves.png. See docs/training.md.")
+    p.add_argument("--recipe", default=None, help="recipe name or path to a .yaml (default: quickstart)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set epochs=5 --set model=efficientnetv2_s "
+                   "--set model_kwargs.drop_rate=0.1 (repeatable)")
+    p.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<recipe>-<time>)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run where it stopped")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .train.config import config_to_dict, list_recipes, resolve_config
+
+    if args.action is None:
+        recipes = list_recipes()
+        if args.json:
+            print(json.dumps(recipes, indent=2))
+        else:
+            for name, desc in recipes.items():
+                print(f"{name:<34} {desc}")
+        return 0
+    if args.action != "show" or not args.name:
+        raise ValueError("usage: ghostnest recipes [show NAME [--set KEY=VALUE ...] [--json]]")
+    cfg = config_to_dict(resolve_config(args.name, args.set))
+    print(json.dumps(cfg, indent=2) if args.json else __import__("yaml").safe_dump(cfg, sort_keys=False), end="")
+    if args.json:
+        print()
+    return 0
+
+
+def add_recipes_parser(sub) -> None:
+    p = sub.add_parser("recipes", help="list the paper recipes, or show one fully resolved",
+                       description="List the recipes, or `show NAME` with --set overrides applied and checked.")
+    p.add_argument("action", nargs="?", choices=["show"], help="show one recipe")
+    p.add_argument("name", nargs="?", help="recipe name (with show)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_recipes)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                            batch_size=args.batch_size, out_dir=args.out)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{r['model']} on {r['dataset']} ({r['images']} test images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%")
+    for name, acc in r["per_class_top1"].items():
+        print(f"  {name:<24} {acc:6.2f}%")
+    print(f"confusion matrix: {r['confusion_png']}")
+    return 0
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint",
+                       description="Evaluate a checkpoint (or a run directory's best.safetensors) on a test split.")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--dataset", default=None, help="data set (default: the one it was trained on)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", default=None, metavar="DIR", help="where confusion.png/eval.json go (default: beside it)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .train.evaluate import predict
+
+    rows = predict(args.checkpoint, args.images, out=args.out, device=args.device)
+    print(f"wrote {len(rows)} predictions to {args.out}")
+    return 0
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files with a checkpoint -> CSV (ID,label,name,confidence)",
+                       description="Classify images with the preprocessing stored in the checkpoint.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint or a run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_cmd_predict)
+
+
+COMMANDS = [add_models_parser, add_bench_parser, add_report_parser, add_train_parser, add_recipes_parser,
+            add_eval_parser, add_predict_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
