@@ -111,6 +111,24 @@ def _check_mixconv_channels(name: str, channels: int, cfg: MENeStConfig) -> None
     split_channels(channels, n, cfg.partition)  # validates the partition name
 
 
+def _check_ghost_channels(name: str, channels: int, role: str, cfg: MENeStConfig) -> None:
+    """Raise a ValueError naming ``name`` when a Mix-GhostConv producing ``channels`` has too few intrinsic maps.
+
+    The cheap MixConv of a Mix-GhostConv acts on the ``ceil(channels / ghost_ratio)`` intrinsic maps.
+    """
+    if not isinstance(cfg.ghost_ratio, int) or cfg.ghost_ratio < 2:
+        raise ValueError(f"ghost_ratio={cfg.ghost_ratio!r} must be an integer >= 2")
+    n = len(cfg.kernel_sizes)
+    need = n if cfg.partition == "equal" else 2 ** (n - 1)
+    intrinsic = -(-channels // cfg.ghost_ratio)
+    if intrinsic < need:
+        raise ValueError(
+            f"{name}={channels} is too few for the {role} Mix-GhostConv: its cheap MixConv over {n} kernel sizes "
+            f"{tuple(cfg.kernel_sizes)} with partition={cfg.partition!r} acts on ceil({channels} / ghost_ratio) = "
+            f"{intrinsic} intrinsic channels; {name} must be >= {(need - 1) * cfg.ghost_ratio + 1}"
+        )
+
+
 def _check_shuffle(name: str, channels: int, cfg: MENeStConfig) -> None:
     if cfg.shuffle and (cfg.shuffle_groups < 1 or channels % cfg.shuffle_groups):
         valid = [g for g in range(1, channels + 1) if channels % g == 0]
@@ -218,11 +236,9 @@ class MSGhostBlock(nn.Module):
             raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for an MS-Ghost block")
         mid = in_channels * expansion
         ratio = cfg.ghost_ratio
-        # the cheap MixConvs act on the intrinsic maps: ceil(channels / ratio) of them
-        _check_mixconv_channels(f"expanded channels // ghost_ratio (in_channels * expansion = {mid})",
-                                -(-mid // ratio), cfg)
-        _check_mixconv_channels(f"out_channels // ghost_ratio (out_channels = {out_channels})",
-                                -(-out_channels // ratio), cfg)
+        _check_ghost_channels("in_channels * expansion", mid, "expanding", cfg)
+        _check_ghost_channels("out_channels", out_channels, "projecting", cfg)
+        _check_mixconv_channels("in_channels * expansion", mid, cfg)  # the depthwise MixConv
         _check_shuffle("out_channels", out_channels, cfg)
         ghost = dict(kernel_size=1, ratio=ratio, cheap_kernel=tuple(cfg.kernel_sizes), partition=cfg.partition)
         self.ghost_expand = GhostModule(in_channels, mid, act=cfg.act, **ghost)
