@@ -34,6 +34,10 @@ FLOPs (``gflops``, per image, multiply-add = 2 FLOPs) and parameters come from :
 the ``meta`` device for one forward pass at the benchmark's input size; they are the same in train mode (a
 training step costs roughly three times the forward FLOPs).
 
+:func:`bench_data` (``ghostnest bench --data RECIPE``) times a recipe's training input pipeline alone: the data
+set, per-image augmentation in the recipe's DataLoader workers, batching, per-batch resize/normalisation and
+Mixup/CutMix, exactly as ``ghostnest train`` builds them, with no model.
+
 Fused fast path (issue 7): inference will later run through ``ghostnest.fuse(model)`` by default. The only place
 that needs to change is :func:`prepare_model` (see ``fuse=`` there and in :func:`bench_models`); the result rows
 already carry a ``fused`` field. Until then ``fuse=True`` raises a ``ValueError`` saying it is not available.
@@ -195,6 +199,19 @@ class _Case:
     mem_kind: str = ""
 
 
+_GFLOPS_CACHE: dict = {}
+
+
+def _gflops(name: str, input_size: int, num_classes: int, kwargs: dict) -> float:
+    """Forward GFLOPs per image, counted on meta (cached: counting a large ME-NeSt-Ghost takes seconds)."""
+    key = (name, input_size, num_classes, repr(sorted(kwargs.items())))
+    if key not in _GFLOPS_CACHE:
+        with torch.device("meta"):
+            meta_model = create_model(name, num_classes=num_classes, **kwargs)
+        _GFLOPS_CACHE[key] = count_flops(meta_model, input_size) / 1e9
+    return _GFLOPS_CACHE[key]
+
+
 def prepare_model(model: nn.Module, mode: str, fuse: bool = False) -> nn.Module:
     """Put ``model`` in the state the benchmark times: eval or train mode, and (issue 7) the fused fast path.
 
@@ -339,10 +356,7 @@ def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_las
     cases: list[_Case] = []
     for name, info in zip(names, infos):
         say(f"building {name}")
-        with torch.device("meta"):
-            meta_model = create_model(name, num_classes=num_classes, **kwargs)
-        gflops = count_flops(meta_model, input_size) / 1e9
-        del meta_model
+        gflops = _gflops(name, input_size, num_classes, kwargs)
         torch.manual_seed(seed)
         model = create_model(name, num_classes=num_classes, **kwargs)
         params = count_params(model)
@@ -429,6 +443,130 @@ def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_las
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- input pipeline
+def bench_data(
+    recipe: str,
+    overrides: list[str] | dict | None = None,
+    batches: int = 20,
+    warmup: int = 2,
+    device: str = "auto",
+    workers: int | None = None,
+    batch: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Images/s of a recipe's training input pipeline alone: no model.
+
+    Builds exactly what ``ghostnest train`` builds for ``recipe`` (with ``--set``-style ``overrides``): the data
+    set, the train/validation split, the per-image augmentation run by ``workers`` DataLoader processes (the
+    recipe's count unless given), the per-batch resize and normalisation on the device, and Mixup/CutMix. It then
+    pulls ``warmup`` batches (worker start-up, reported as ``startup_s``) and times the next ``batches``.
+    A recipe whose data set is not on disk raises the data loader's one-line error (an ``OSError``); to time the
+    augmentation without the data, override the data set, e.g. ``overrides=["dataset=fake:size=32,train=4096"]``.
+    """
+    from .data import TrainBatches, build_augment, build_mix, default_data_dir, load_dataset, train_val_split
+    from .data.loader import Normalize, resize_steps
+    from .train.config import resolve_config
+
+    _check_positive(batches=batches)
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be 0 or more, got {warmup!r}; pass --warmup 0 or more")
+    extra = dict(overrides) if isinstance(overrides, dict) else {}
+    if isinstance(overrides, list):
+        from .train.config import parse_overrides
+
+        extra = parse_overrides(overrides)
+    if workers is not None:
+        if not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers!r}; pass --workers 0 or more")
+        extra["workers"] = workers
+    if batch is not None:
+        _check_positive(batch=batch)
+        extra["batch_size"] = batch
+    cfg = resolve_config(recipe, extra)
+    dev = resolve_device(device)
+    say = progress or (lambda _msg: None)
+    say(f"loading {cfg.dataset}")
+    data = load_dataset(cfg.dataset, cfg.data_dir or default_data_dir(), download=False)
+    size = cfg.image_size or data.size
+    if cfg.val_on_test:
+        train_split = data.train
+    else:
+        train_split, _ = train_val_split(data.train, cfg.val_fraction, cfg.split_seed)
+    augment = build_augment(cfg.augment)
+    sizes = resize_steps(data.train.images.shape[-1], data.size, size)
+    loader = TrainBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, dev)
+    norm = Normalize(data.mean, data.std, sizes, dev, cfg.channels_last and dev.type == "cuda")
+    mix = build_mix(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mixup_p, data.num_classes)
+    per_epoch = len(loader)
+    if per_epoch < 1:
+        raise ValueError(f"{cfg.dataset} has {len(train_split)} training images, fewer than one batch of "
+                         f"{cfg.batch_size}; pass a smaller --batch")
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+
+    def stream():
+        epoch = 0
+        while True:  # the next epoch starts new workers, as in training
+            yield from loader.epoch(epoch)
+            epoch += 1
+
+    say(f"timing {warmup} warm-up + {batches} batches of {cfg.batch_size} with {cfg.workers} worker(s)")
+    times, n_images = [], 0
+    it = stream()
+    t_start = time.perf_counter()
+    t_prev = t_start
+    startup = None
+    for i in range(warmup + batches):
+        images, labels = next(it)
+        x, y = norm(images), labels
+        if mix is not None:
+            x, y = mix(x, y)
+        sync()
+        now = time.perf_counter()
+        if i == 0:
+            startup = now - t_start
+        if i >= warmup:
+            times.append((now - t_prev) * 1e3)
+            n_images += x.shape[0]
+        t_prev = now
+    total_s = sum(times) / 1e3
+    ts = sorted(times)
+    return {
+        "recipe": cfg.recipe,
+        "dataset": data.name,
+        "device": str(dev),
+        "image_size": size,
+        "stored_size": int(data.train.images.shape[-1]),
+        "batch": cfg.batch_size,
+        "workers": cfg.workers if augment is not None else 0,
+        "augment": [op.get("op") for op in cfg.augment],
+        "mixing": mix is not None,
+        "batches": batches,
+        "warmup": warmup,
+        "batches_per_epoch": per_epoch,
+        "startup_s": startup,
+        "images_per_s": n_images / total_s if total_s > 0 else float("inf"),
+        "median_batch_ms": statistics.median(ts),
+        "p25_ms": _percentile(ts, 0.25),
+        "p75_ms": _percentile(ts, 0.75),
+        "min_ms": ts[0],
+        "max_ms": ts[-1],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def format_data(row: dict) -> str:
+    """A few plain-text lines for a :func:`bench_data` result."""
+    aug = ", ".join(row["augment"]) or "none"
+    return "\n".join([
+        f"recipe {row['recipe']}: {row['dataset']} -> {row['image_size']}px (stored {row['stored_size']}px), "
+        f"batch {row['batch']}, {row['workers']} worker(s), device {row['device']}",
+        f"per-image augmentation: {aug}; Mixup/CutMix: {'yes' if row['mixing'] else 'no'}",
+        f"{row['images_per_s']:,.1f} images/s; median {row['median_batch_ms']:.1f} ms per batch "
+        f"(IQR {row['p25_ms']:.1f}-{row['p75_ms']:.1f}, min-max {row['min_ms']:.1f}-{row['max_ms']:.1f}) over "
+        f"{row['batches']} batches after {row['warmup']} warm-up; first batch after {row['startup_s']:.2f} s",
+    ])
 
 
 # ------------------------------------------------------------------------------------------------ environment

@@ -41,13 +41,24 @@ def add_models_parser(sub) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_models, environment, format_table
+    from .bench import bench_data, bench_models, environment, format_data, format_table
 
-    if not args.models:
-        raise ValueError("name one or more models to benchmark, e.g. `ghostnest bench menest_ghost_s efficientnetv2_s`")
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.data:
+        if args.models:
+            raise ValueError("--data times a recipe's input pipeline alone; drop the model names, or drop --data")
+        row = bench_data(args.data, args.set, batches=args.repeats, warmup=args.warmup, device=args.device,
+                         workers=args.workers, batch=args.batch, progress=progress)
+        print(json.dumps(row, indent=2) if args.json else format_data(row))
+        return 0
+    if args.set or args.workers is not None:
+        raise ValueError("--set and --workers apply to --data RECIPE only")
+    if not args.models:
+        raise ValueError("name one or more models to benchmark, e.g. `ghostnest bench menest_ghost_s efficientnetv2_s`"
+                         ", or time a recipe's input pipeline with --data RECIPE")
     rows = bench_models(
-        args.models, input_size=args.input, batch=args.batch, mode=args.mode, device=args.device, dtype=args.dtype,
+        args.models, input_size=args.input, batch=8 if args.batch is None else args.batch, mode=args.mode,
+        device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
         num_classes=args.num_classes, threads=args.threads, progress=progress,
     )
@@ -71,7 +82,7 @@ def add_bench_parser(sub) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names (see `ghostnest models`)")
     p.add_argument("--input", type=int, default=None, help="square input size (default: the first model's paper size)")
-    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default 8; with --data the recipe's)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer",
                    help="infer: eval forward under inference_mode; train: forward + CE loss + backward + AdamW step")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
@@ -84,6 +95,13 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's, one per core)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {name, params, gflops, median_ms, images_per_s, ratio_to_first, ...}")
+    g = p.add_argument_group("input pipeline (--data)")
+    g.add_argument("--data", metavar="RECIPE", default=None,
+                   help="time RECIPE's training input pipeline alone (augmentation, batching, Mixup/CutMix; no model):"
+                   " --repeats batches after --warmup batches")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set dataset=fake:size=32,train=4096 (repeatable)")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the recipe's)")
     p.set_defaults(func=_cmd_bench)
 
 

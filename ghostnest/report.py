@@ -273,11 +273,14 @@ def load_run(path: str | Path) -> Run:
 def _mixing(config: dict) -> bool | None:
     """Whether a resolved config trains with CutMix/Mixup: True/False, or None if it does not say.
 
-    Looks at every setting whose key path names mixup, cutmix or a mixing probability: a probability
-    (``*prob*``) decides when there is one (> 0 means mixing); otherwise any enabled flag or positive alpha does.
+    Reads every setting whose key path names mixup or cutmix (or a mixing probability). Alphas decide first
+    (``mixup_alpha``/``cutmix_alpha``: 0 means off, as in ``ghostnest train`` and timm), vetoed by a mixing
+    probability (``*prob*``) of 0; without alphas a probability decides, then plain flags. ``mixup_p`` (MixUp's
+    share when both are on) says nothing about whether batches are mixed at all.
     """
+    alphas: list[bool] = []
     probs: list[bool] = []
-    others: list[bool] = []
+    flags: list[bool] = []
 
     def leaf(value) -> bool | None:
         if isinstance(value, bool):
@@ -296,12 +299,24 @@ def _mixing(config: dict) -> bool | None:
         if not re.search(r"mixup|cutmix|mix_prob|mixing", key_path):
             return
         value = leaf(node)
-        if value is not None:
-            (probs if "prob" in key_path.rsplit(".", 1)[-1] else others).append(value)
+        if value is None:
+            return
+        last = key_path.rsplit(".", 1)[-1]
+        if "alpha" in key_path:
+            alphas.append(value)
+        elif "prob" in last:
+            probs.append(value)
+        elif not re.search(r"mixup_p$", last):
+            flags.append(value)
 
     walk(config, "")
-    decided = probs or others
-    return any(decided) if decided else None
+    if alphas:
+        return any(alphas) and (not probs or any(probs))
+    if probs:
+        return any(probs)
+    if flags:
+        return any(flags)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- table rows

@@ -116,3 +116,26 @@ def test_cli_bench_errors_are_one_line(capsys):
     assert err.startswith("error: unknown model") and err.count("\n") == 1
     assert main(["bench", "ghostmixnet", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_bench_data_pipeline_with_augmentation_and_mixing():
+    from ghostnest.bench import bench_data
+
+    row = bench_data("ghostmixnet-cifar10", ["dataset=fake:size=32,train=256"], batches=3, warmup=1, workers=0,
+                     batch=16, device="cpu")
+    assert row["recipe"] == "ghostmixnet-cifar10" and row["dataset"].startswith("fake")
+    assert row["batch"] == 16 and row["batches"] == 3 and row["mixing"] is True
+    assert "AutoAugment" in row["augment"] and row["batches_per_epoch"] == 16
+    assert row["images_per_s"] > 0 and row["min_ms"] <= row["median_batch_ms"] <= row["max_ms"]
+
+
+def test_cli_bench_data(capsys, tmp_path):
+    assert main(["bench", "--data", "quickstart", "--repeats", "2", "--warmup", "0", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["dataset"] == "digits" and row["mixing"] is False and row["images_per_s"] > 0
+    # the data set is not on disk: one line naming where to put it, exit 2
+    assert main(["bench", "--data", "ghostmixnet-cifar10", "--set", f"data_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cifar10") and len([e for e in err if e.startswith("error")]) == 1
+    assert main(["bench", "ghostmixnet", "--data", "quickstart"]) == 2
+    assert main(["bench", "--data", "no_such_recipe"]) == 2

@@ -150,10 +150,25 @@ def test_load_run_reads_contract(tmp_path):
     [
         ({"mixup_alpha": 0.2, "cutmix_alpha": 1.0}, True),
         ({"augment": {"mixup": {"alpha": 0.2, "prob": 0.0}}}, False),
-        ({"mix_prob": 0.5, "mixup_alpha": 0.0}, True),
+        ({"mix_prob": 0.5, "mixup_alpha": 0.0}, False),
+        ({"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mixup_p": 0.5}, False),  # `ghostnest train`'s keys
+        ({"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mixup_p": 0.5}, True),
+        ({"mixup": {"enabled": True}}, True),
         ({"cutmix": False, "mixup": None}, False),
         ({"lr": 0.1}, None),
     ],
 )
 def test_mixing_detection(config, expected):
     assert _mixing(config) is expected
+
+
+def test_mixing_of_the_packaged_ghostmixnet_recipes():
+    import dataclasses
+
+    from ghostnest.train.config import resolve_config
+
+    def mixing(recipe):
+        return _mixing(dataclasses.asdict(resolve_config(recipe)))
+
+    assert mixing("ghostmixnet-cifar10") is True
+    assert mixing("ghostmixnet-cifar10-ghost-se") is False

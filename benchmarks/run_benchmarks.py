@@ -1,0 +1,368 @@
+"""Regenerate docs/benchmarks.md: inference and training-step speed of every GhostMixNet and ME-NeSt-Ghost model
+against EfficientNet-V2 at the papers' resolutions, plus a chart of the latency ratios (docs/img/).
+
+    .venv/bin/python benchmarks/run_benchmarks.py                 # CPU tables (about 15-20 min on 2 cores)
+    .venv/bin/python benchmarks/run_benchmarks.py --quick         # fewer cells and rounds (a few minutes)
+    .venv/bin/python benchmarks/run_benchmarks.py --device cuda --dtype bf16 --batch 128 256   # GPU tables
+    .venv/bin/python benchmarks/run_benchmarks.py --render-only   # rebuild the doc from the saved results
+
+Every cell is one call of :func:`ghostnest.bench.bench_models`: its models are timed interleaved in this process,
+EfficientNet-V2 first, so each row's ratio is its median latency over EfficientNet-V2's. Results are saved per
+device and dtype in ``benchmarks/results/<device>-<dtype>.json`` (one file per setting, replaced by a new run of
+that setting), and the doc is rendered from all saved files, so a GPU run adds its tables beside the CPU ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ghostnest.bench import bench_models, environment  # noqa: E402
+from ghostnest.registry import list_models  # noqa: E402
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+IMG_DIR = ROOT / "docs" / "img"
+SIZES = ("s", "m", "l", "xl")
+PAPER_RATIO = (4.0, 6.0)  # seed 000, section 6: ME-NeSt-Ghost's inference time is about 4-6x EfficientNet-V2's
+
+
+def menest_pairs() -> list[tuple[str, str, str]]:
+    """(size, EfficientNet-V2 name, ME-NeSt-Ghost name) for every size both families have in the registry."""
+    eff = {n.rsplit("_", 1)[-1]: n for n in list_models(family="efficientnetv2")}
+    ours = {n.rsplit("_", 1)[-1]: n for n in list_models(family="menest")}
+    return [(s, eff[s], ours[s]) for s in SIZES if s in eff and s in ours]
+
+
+def plan_cells(device: str, quick: bool, batches: list[int] | None) -> list[dict]:
+    """Every cell: models (EfficientNet-V2 first), mode, input, batch, rounds; or a reason it is skipped.
+
+    CPU defaults are chosen so that the whole run takes about 20 minutes on 2 shared cores: batch 8 at 128 for
+    S/M, smaller batches for L/XL and at 256, training steps only where they take seconds, not minutes.
+    ``batches`` (e.g. ``--batch 128 256`` on a GPU) runs every cell at each of those batch sizes instead.
+    """
+    cells = []
+    gmn = list_models(family="ghostmixnet")
+    pairs = menest_pairs()
+    if device == "cpu" and not batches:
+        rep_i, rep_t = (3, 2) if quick else (5, 3)
+        gm_batch = 32
+        infer = {128: {"s": 8, "m": 8, "l": 4, "xl": 4}, 256: {"s": 4, "m": 4, "l": 1, "xl": 1}}
+        train = {128: {"s": 8, "m": 8}, 256: {"s": 4}}
+        skip_reason = {
+            (128, "l"): "training step of L on CPU: tens of seconds per step, left to the GPU tables",
+            (128, "xl"): "training step of XL on CPU: about a minute per step and GBs of AdamW state, left to the GPU tables",
+            (256, "m"): "training step of M at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
+            (256, "l"): "training step of L at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
+            (256, "xl"): "training step of XL at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
+        }
+        if quick:
+            infer = {128: {"s": 8, "m": 8, "l": 2, "xl": 2}, 256: {"s": 2, "m": 2}}
+            train = {128: {"s": 8}}
+    else:
+        rep_i, rep_t = (5, 3) if quick else (20, 10)
+        bs = batches or [128]
+        gm_batch = None
+        infer = {r: {s: bs for s in SIZES} for r in (128, 256)}
+        train = {r: {s: bs for s in SIZES} for r in (128, 256)}
+        skip_reason = {}
+    gm_batches = [gm_batch] if gm_batch else (batches or [128])
+
+    def add(mode, models, size, batch, rounds, key, family):
+        for b in batch if isinstance(batch, list) else [batch]:
+            cells.append(dict(id=f"{mode}-{key}-{size}-b{b}", mode=mode, models=models, input=size, batch=b,
+                              repeats=rounds, family=family))
+
+    if gmn:
+        for mode, rounds in (("infer", rep_i), ("train", rep_t)):
+            add(mode, ["efficientnetv2_s", *gmn], 32, gm_batches, rounds, "ghostmixnet", "ghostmixnet")
+    for mode, table, rounds in (("infer", infer, rep_i), ("train", train, rep_t)):
+        for res in (128, 256):
+            for size, eff, ours in pairs:
+                if size in table.get(res, {}):
+                    add(mode, [eff, ours], res, table[res][size], rounds, size, "menest")
+                else:
+                    reason = skip_reason.get((res, size)) if mode == "train" else None
+                    reason = reason or ("left out by --quick" if quick else "not in this plan")
+                    cells.append(dict(id=f"{mode}-{size}-{res}", mode=mode, models=[eff, ours], input=res,
+                                      batch=None, family="menest", skipped=reason))
+    return cells
+
+
+def _free(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run(args, results_dir: Path = RESULTS_DIR) -> Path:
+    from ghostnest.bench import resolve_device
+
+    device = resolve_device(args.device).type
+    if args.threads is None and device == "cpu":
+        args.threads = 1  # see the doc: 2 threads on 2 shared cores stall at OpenMP barriers
+    cells = plan_cells(device, args.quick, args.batch)
+    if args.only:
+        cells = [c for c in cells if any(key in c["id"] for key in args.only)]
+    key = f"{device}-{args.dtype}" + ("-channels_last" if args.channels_last else "")
+    out = results_dir / f"{key}.json"
+    record = {"key": key, "device": device, "dtype": args.dtype, "channels_last": args.channels_last,
+              "quick": args.quick, "env": environment(device), "cells": []}
+    start = time.time()
+    for cell in cells:
+        if "skipped" not in cell and time.time() - start > args.budget_min * 60:
+            cell["skipped"] = f"time budget of {args.budget_min:g} min used up before this cell"
+        if "skipped" in cell:
+            print(f"[skip] {cell['id']}: {cell['skipped']}", flush=True)
+            record["cells"].append(cell)
+            continue
+        t0 = time.time()
+        print(f"[{time.time() - start:6.0f}s] {cell['id']}: {' vs '.join(cell['models'])}", flush=True)
+        num_classes = 10 if cell["family"] == "ghostmixnet" else 100
+        try:
+            rows = bench_models(
+                cell["models"], input_size=cell["input"], batch=cell["batch"], mode=cell["mode"], device=device,
+                dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, repeats=cell["repeats"],
+                warmup=args.warmup, num_classes=num_classes, threads=args.threads,
+            )
+        except (ValueError, RuntimeError) as exc:  # e.g. out of memory: record it, go on with the other cells
+            cell["skipped"] = f"failed: {str(exc).strip().splitlines()[0][:200]}"
+            _free(device)
+            print(f"    {cell['skipped']}", flush=True)
+            record["cells"].append(cell)
+            continue
+        cell["rows"] = rows
+        cell["seconds"] = round(time.time() - t0, 1)
+        record["cells"].append(cell)
+        for r in rows:
+            print(f"    {r['name']:<22} median {r['median_ms']:9.1f} ms  x{r['ratio_to_first']:.2f}", flush=True)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1))  # after every cell: an interrupted run keeps what it measured
+    record["total_seconds"] = round(time.time() - start, 1)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"wrote {out} in {record['total_seconds']:.0f} s", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+def _label(name: str) -> str:
+    return f"`{name}`"
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}"
+
+
+def _cell_table(cells: list[dict], mem_label: str) -> list[str]:
+    lines = [
+        f"| model | input | batch | params | GFLOPs/img | median ms/batch | IQR ms | min-max ms | images/s | {mem_label} "
+        "| x EfficientNet-V2 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for cell in cells:
+        for r in cell["rows"]:
+            mem = "" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}"
+            ratio = "1 (ref.)" if r is cell["rows"][0] else f"**{r['ratio_to_first']:.2f}**"
+            lines.append(
+                f"| {_label(r['name'])} | {r['input_size']} | {r['batch']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} "
+                f"| {_fmt_ms(r['median_ms'])} | {_fmt_ms(r['iqr_ms'])} | {_fmt_ms(r['min_ms'])}-{_fmt_ms(r['max_ms'])} "
+                f"| {r['images_per_s']:.1f} | {mem} | {ratio} |"
+            )
+    return lines
+
+
+def _ratio_points(record: dict) -> list[tuple[str, str, int, int, float]]:
+    """(mode, size, input, batch, ME-NeSt/EfficientNet ratio) of every measured ME-NeSt pair."""
+    pts = []
+    for cell in record["cells"]:
+        if cell["family"] == "menest" and "rows" in cell:
+            size = cell["models"][1].rsplit("_", 1)[-1].upper()
+            pts.append((cell["mode"], size, cell["input"], cell["batch"], cell["rows"][1]["ratio_to_first"]))
+    return pts
+
+
+def plot_ratios(records: list[dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for rec in records:
+        for mode in ("infer", "train"):
+            for res in (128, 256):
+                pts = [p for p in _ratio_points(rec) if p[0] == mode and p[2] == res]
+                if pts:
+                    series.append((f"{rec['key']} {mode} @{res}", pts))
+    if not series:
+        return None
+    sizes = [s.upper() for s in SIZES]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(series)
+    for i, (label, pts) in enumerate(series):
+        xs = [sizes.index(p[1]) + (i - (len(series) - 1) / 2) * width for p in pts]
+        bars = ax.bar(xs, [p[4] for p in pts], width, label=label)
+        for bar, p in zip(bars, pts):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{p[4]:.1f}\nb{p[3]}", ha="center",
+                    va="bottom", fontsize=6)
+    ax.axhspan(*PAPER_RATIO, color="grey", alpha=0.15, label="paper: 4-6x (inference)")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(sizes)), [f"ME-NeSt-Ghost-{s}\nvs EffNetV2-{s}" for s in sizes], fontsize=8)
+    ax.set_ylabel("median latency ratio (ME-NeSt-Ghost / EfficientNet-V2)")
+    ax.set_title("How much slower ME-NeSt-Ghost is than EfficientNet-V2 of the same size", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG_DIR) -> Path:
+    records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    records.sort(key=lambda r: (r["device"] != "cpu", r["key"]))
+    chart = plot_ratios(records, img_dir / "bench_ratios.png")
+    L = ["# Benchmarks", ""]
+    L.append(
+        "Generated by `.venv/bin/python benchmarks/run_benchmarks.py` (do not edit by hand; `--render-only` rebuilds "
+        "this page from `benchmarks/results/*.json`). Each table cell is one `ghostnest bench` measurement "
+        "(`ghostnest.bench.bench_models`): the models of a cell are built in one process, warmed up, then timed "
+        "**interleaved** (round robin, the starting model rotating each round) and summarised by the **median** time "
+        "per batch with its interquartile range and min-max. The last column is the model's median over the "
+        "EfficientNet-V2 model's median in the same cell, which is the figure to read: absolute times move with "
+        "the machine's load, the interleaved ratio much less."
+    )
+    L += [
+        "",
+        "- *infer*: `model.eval()`, `torch.inference_mode()`, one forward pass of a random batch.",
+        "- *train*: one optimizer step: forward, cross-entropy against random labels, backward, AdamW step.",
+        "- GFLOPs are per image for one forward pass (multiply-add = 2 FLOPs), counted with PyTorch's FlopCounter on "
+        "the `meta` device. Parameters at 100 classes (ME-NeSt-Ghost, EfficientNet-V2) or 10 (GhostMixNet cells).",
+        "- Peak memory: on CPU the growth of the process's resident set during the first (warm-up) step, from "
+        "`VmHWM` in `/proc/self/status` after resetting it through `/proc/self/clear_refs`; it excludes the weights "
+        "built before the step, and memory the allocator kept from an earlier model can be reused uncounted, so read "
+        "it as a rough figure. On CUDA: `torch.cuda.max_memory_allocated` during the step, weights included.",
+        "- The paper (seed 000, section 6) reports ME-NeSt-Ghost's inference time as *approximately 4-6x* "
+        "EfficientNet-V2's at equal size; it does not say on what hardware, batch or resolution.",
+    ]
+    for rec in records:
+        env = rec["env"]
+        where = (f"GPU {env['gpu']} (CUDA {env.get('cuda')})" if rec["device"] == "cuda"
+                 else f"CPU {env['cpu']}, {env['usable_cores']} usable cores ({env['cpu_count']} online), "
+                      f"{env['torch_threads']} torch threads")
+        title = f"{rec['device'].upper()}, {rec['dtype']}" + (", channels_last" if rec.get("channels_last") else "")
+        L += ["", f"## {title}", ""]
+        L.append(
+            f"Measured {env['date_utc']} on {where}; torch {env['torch']}, timm {env['timm']}, Python {env['python']}"
+            f"{'; --quick plan' if rec.get('quick') else ''}; whole run {rec.get('total_seconds', 0) / 60:.1f} min."
+        )
+        if rec["device"] == "cpu":
+            L += ["", (
+                "**Contention:** this machine's 2 cores were shared with other engineers' test and training jobs "
+                "while these numbers were taken, so absolute latencies are inflated and noisy (see the IQR and "
+                "min-max columns; the minimum is the closest to an unloaded machine). For reference, "
+                "`efficientnetv2_s` at 128x128, batch 8, takes 260 ms per batch here when the machine is idle "
+                "(docs' reference measurements). The ratios come from interleaved rounds and are the robust figures."
+            )]
+        mem_label = "peak alloc MiB" if rec["device"] == "cuda" else "peak RSS growth MiB"
+        measured = [c for c in rec["cells"] if "rows" in c]
+        groups = [
+            ("Inference", "infer", "ghostmixnet", "GhostMixNet family at 32x32 (CIFAR-10, 10 classes)"),
+            ("Training step", "train", "ghostmixnet", "GhostMixNet family at 32x32 (CIFAR-10, 10 classes)"),
+        ]
+        for head, mode, fam, desc in groups:
+            cells = [c for c in measured if c["mode"] == mode and c["family"] == fam]
+            if cells:
+                L += ["", f"### {head}: {desc}", ""] + _cell_table(cells, mem_label)
+        for mode, head in (("infer", "Inference"), ("train", "Training step")):
+            for res in (128, 256):
+                cells = [c for c in measured if c["mode"] == mode and c["family"] == "menest" and c["input"] == res]
+                if cells:
+                    L += ["", f"### {head}: ME-NeSt-Ghost vs EfficientNet-V2 at {res}x{res} (100 classes)", ""]
+                    L += _cell_table(cells, mem_label)
+        pts = _ratio_points(rec)
+        if pts:
+            L += ["", "### Summary: ME-NeSt-Ghost latency / EfficientNet-V2 latency", "",
+                  "| mode | input | " + " | ".join(s.upper() for s in SIZES) + " |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in SIZES) + " |"]
+            for mode in ("infer", "train"):
+                for res in (128, 256):
+                    row = {p[1]: f"{p[4]:.2f}x (b{p[3]})" for p in pts if p[0] == mode and p[2] == res}
+                    if row:
+                        L.append(f"| {mode} | {res} | " + " | ".join(row.get(s.upper(), "skipped") for s in SIZES)
+                                 + " |")
+        skipped = [c for c in rec["cells"] if "skipped" in c]
+        if skipped:
+            L += ["", "### Cells not measured", ""]
+            for c in skipped:
+                L.append(f"- {c['mode']} {' vs '.join(c['models'])} at {c['input']}: {c['skipped']}")
+    if chart is not None:
+        L += ["", "## Latency ratios", "", f"![ME-NeSt-Ghost / EfficientNet-V2 latency]({chart.relative_to(doc.parent)})",
+              "", "Bars: median latency of ME-NeSt-Ghost over EfficientNet-V2 of the same size in the same cell "
+              "(batch size under each bar); the grey band is the paper's 4-6x."]
+    if not any(r["device"] == "cuda" for r in records):
+        L += ["", "## GPU", "", (
+            "**GPU tables are pending**: this page was generated on a machine without a GPU. On a CUDA machine run "
+            "`.venv/bin/python benchmarks/run_benchmarks.py --device cuda --dtype bf16 --batch 128 256`, which adds "
+            "`benchmarks/results/cuda-bf16.json` and re-renders this page with the GPU tables beside the CPU ones "
+            "(every model and size, inference and training step, at 128 and 256, batches 128 and 256).")]
+    L.append("")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(L))
+    return doc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="run every cell at each of these batch sizes (default: a per-cell CPU plan)")
+    p.add_argument("--quick", action="store_true", help="fewer cells and rounds (a few minutes on CPU)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per model (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default on CPU: 1, robust on a shared machine; on CUDA: PyTorch's)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--only", nargs="+", default=None, metavar="KEY",
+                   help="run only cells whose id contains one of these strings, e.g. infer-s- train-ghostmixnet")
+    p.add_argument("--budget-min", type=float, default=22.0,
+                   help="skip the remaining cells once this many minutes have passed (default 22)")
+    p.add_argument("--render-only", action="store_true", help="rebuild the doc from benchmarks/results/*.json")
+    p.add_argument("--list", action="store_true", help="print the planned cells and exit")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where results JSON files live")
+    p.add_argument("--doc", default=str(DOC), help="the page to write (its chart goes to img/ beside it)")
+    args = p.parse_args(argv)
+    try:
+        if args.list:
+            from ghostnest.bench import resolve_device
+
+            device = args.device if args.device != "auto" else resolve_device("auto").type
+            for c in plan_cells(device, args.quick, args.batch):
+                what = f"skipped: {c['skipped']}" if "skipped" in c else f"batch {c['batch']}, {c['repeats']} rounds"
+                print(f"{c['id']:<28} {' vs '.join(c['models']):<70} {what}")
+            return 0
+        results_dir = Path(args.results_dir).resolve()
+        doc = Path(args.doc).resolve()
+        if not args.render_only:
+            run(args, results_dir)
+        print(f"wrote {render(results_dir, doc, doc.parent / 'img')}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
