@@ -42,56 +42,64 @@ def menest_pairs() -> list[tuple[str, str, str]]:
 def plan_cells(device: str, quick: bool, batches: list[int] | None) -> list[dict]:
     """Every cell: models (EfficientNet-V2 first), mode, input, batch, rounds; or a reason it is skipped.
 
-    CPU defaults are chosen so that the whole run takes about 20 minutes on 2 shared cores: batch 8 at 128 for
-    S/M, smaller batches for L/XL and at 256, training steps only where they take seconds, not minutes.
+    CPU defaults (1 torch thread) are chosen so that the whole run takes about 15-20 minutes on 2 shared cores:
+    batch 8 where a step takes seconds, smaller batches for L/XL at 256 and for their training steps. The cells
+    are ordered by importance, so when ``--budget-min`` runs out it is the L/XL training steps that are skipped.
     ``batches`` (e.g. ``--batch 128 256`` on a GPU) runs every cell at each of those batch sizes instead.
     """
-    cells = []
     gmn = list_models(family="ghostmixnet")
     pairs = menest_pairs()
     if device == "cpu" and not batches:
-        rep_i, rep_t = (3, 2) if quick else (5, 3)
-        gm_batch = 32
-        infer = {128: {"s": 8, "m": 8, "l": 4, "xl": 4}, 256: {"s": 4, "m": 4, "l": 1, "xl": 1}}
-        train = {128: {"s": 8, "m": 8}, 256: {"s": 4}}
-        skip_reason = {
-            (128, "l"): "training step of L on CPU: tens of seconds per step, left to the GPU tables",
-            (128, "xl"): "training step of XL on CPU: about a minute per step and GBs of AdamW state, left to the GPU tables",
-            (256, "m"): "training step of M at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
-            (256, "l"): "training step of L at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
-            (256, "xl"): "training step of XL at 256 on CPU: too slow for the 20-minute budget, left to the GPU tables",
-        }
+        rep = {"infer": 3, "train": 2} if quick else {"infer": 5, "train": 3}
+        gm_batches = [32]
+        plan = [  # (mode, input, {size: batch}) in the order they run
+            ("infer", 128, {"s": 8, "m": 8, "l": 8, "xl": 8}),
+            ("infer", 256, {"s": 8, "m": 8, "l": 4, "xl": 4}),
+            ("train", 128, {"s": 8, "m": 8}),
+            ("train", 256, {"s": 4, "m": 4}),
+            ("train", 128, {"l": 4, "xl": 4}),
+            ("train", 256, {"l": 2, "xl": 2}),
+        ]
         if quick:
-            infer = {128: {"s": 8, "m": 8, "l": 2, "xl": 2}, 256: {"s": 2, "m": 2}}
-            train = {128: {"s": 8}}
+            plan = [("infer", 128, {"s": 8, "m": 8, "l": 2, "xl": 2}), ("infer", 256, {"s": 2, "m": 2}),
+                    ("train", 128, {"s": 8})]
     else:
-        rep_i, rep_t = (5, 3) if quick else (20, 10)
-        bs = batches or [128]
-        gm_batch = None
-        infer = {r: {s: bs for s in SIZES} for r in (128, 256)}
-        train = {r: {s: bs for s in SIZES} for r in (128, 256)}
-        skip_reason = {}
-    gm_batches = [gm_batch] if gm_batch else (batches or [128])
+        rep = {"infer": 5, "train": 3} if quick else {"infer": 20, "train": 10}
+        gm_batches = batches or [128]
+        plan = [(mode, res, {s: batches or [128] for s in SIZES}) for mode in ("infer", "train") for res in (128, 256)]
 
-    def add(mode, models, size, batch, rounds, key, family):
+    cells = []
+
+    def add(mode, models, size, batch, key, family):
         for b in batch if isinstance(batch, list) else [batch]:
             cells.append(dict(id=f"{mode}-{key}-{size}-b{b}", mode=mode, models=models, input=size, batch=b,
-                              repeats=rounds, family=family))
+                              repeats=rep[mode], family=family))
 
     if gmn:
-        for mode, rounds in (("infer", rep_i), ("train", rep_t)):
-            add(mode, ["efficientnetv2_s", *gmn], 32, gm_batches, rounds, "ghostmixnet", "ghostmixnet")
-    for mode, table, rounds in (("infer", infer, rep_i), ("train", train, rep_t)):
+        for mode in ("infer", "train"):
+            add(mode, ["efficientnetv2_s", *gmn], 32, gm_batches, "ghostmixnet", "ghostmixnet")
+    planned = set()
+    for mode, res, sizes in plan:
+        for size, eff, ours in pairs:
+            if size in sizes:
+                add(mode, [eff, ours], res, sizes[size], size, "menest")
+                planned.add((mode, res, size))
+    for mode in ("infer", "train"):
         for res in (128, 256):
             for size, eff, ours in pairs:
-                if size in table.get(res, {}):
-                    add(mode, [eff, ours], res, table[res][size], rounds, size, "menest")
-                else:
-                    reason = skip_reason.get((res, size)) if mode == "train" else None
-                    reason = reason or ("left out by --quick" if quick else "not in this plan")
+                if (mode, res, size) not in planned:
                     cells.append(dict(id=f"{mode}-{size}-{res}", mode=mode, models=[eff, ours], input=res,
-                                      batch=None, family="menest", skipped=reason))
+                                      batch=None, family="menest",
+                                      skipped="left out by --quick" if quick else "not in this plan"))
     return cells
+
+
+# Input pipelines timed alone (`ghostnest bench --data`): recipe, data set stand-in, batches. CIFAR is not on this
+# machine, so synthetic images of the stored size stand in for it; the augmentation work per image is the same.
+DATA_CELLS = (
+    ("ghostmixnet-cifar10", "fake:classes=10,size=32,train=4096", 20),
+    ("menest-cifar100", "fake:classes=100,size=128,train=1024", 10),
+)
 
 
 def _free(device: str) -> None:
@@ -110,6 +118,10 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
     device = resolve_device(args.device).type
     if args.threads is None and device == "cpu":
         args.threads = 1  # see the doc: 2 threads on 2 shared cores stall at OpenMP barriers
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)  # for the whole run, so that the recorded environment says so
     cells = plan_cells(device, args.quick, args.batch)
     if args.only:
         cells = [c for c in cells if any(key in c["id"] for key in args.only)]
@@ -147,6 +159,26 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
             print(f"    {r['name']:<22} median {r['median_ms']:9.1f} ms  x{r['ratio_to_first']:.2f}", flush=True)
         results_dir.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))  # after every cell: an interrupted run keeps what it measured
+    if not args.no_data and not args.only:
+        import os
+
+        from ghostnest.bench import bench_data
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        record["data"] = []
+        for recipe, stand_in, n in DATA_CELLS:
+            print(f"[{time.time() - start:6.0f}s] data pipeline of {recipe} on {stand_in}", flush=True)
+            try:
+                from ghostnest.train.config import resolve_config
+
+                workers = min(resolve_config(recipe).workers, cores)
+                row = bench_data(recipe, [f"dataset={stand_in}"], batches=n, warmup=2, device=device,
+                                 workers=workers)
+            except (ValueError, OSError, RuntimeError) as exc:
+                row = {"recipe": recipe, "skipped": f"failed: {str(exc).strip().splitlines()[0][:200]}"}
+            row["recipe_workers"] = resolve_config(recipe).workers
+            record["data"].append(row)
+            print(f"    {row.get('images_per_s', 0):.1f} images/s", flush=True)
     record["total_seconds"] = round(time.time() - start, 1)
     results_dir.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
@@ -269,11 +301,18 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         )
         if rec["device"] == "cpu":
             L += ["", (
-                "**Contention:** this machine's 2 cores were shared with other engineers' test and training jobs "
+                "**Contention.** This machine's 2 cores were shared with other engineers' test and training jobs "
                 "while these numbers were taken, so absolute latencies are inflated and noisy (see the IQR and "
-                "min-max columns; the minimum is the closest to an unloaded machine). For reference, "
-                "`efficientnetv2_s` at 128x128, batch 8, takes 260 ms per batch here when the machine is idle "
-                "(docs' reference measurements). The ratios come from interleaved rounds and are the robust figures."
+                "min-max columns). The ratios come from interleaved rounds and are the robust figures. For scale, "
+                "the project's reference measurement on an idle machine of this kind is 260 ms per batch for "
+                "`efficientnetv2_s` at 128x128, batch 8 (2 threads)."
+            ), "", (
+                f"**Threads.** The CPU tables use {env['torch_threads']} torch thread(s) "
+                "(`--threads`; PyTorch's default here is 2). With 2 threads on 2 *shared* cores, every OpenMP "
+                "barrier waits for a thread that another process has pre-empted: in a trial the same "
+                "`efficientnetv2_s` batch (32x32, batch 32) took anywhere from 109 ms to 7.7 s, and the medians "
+                "were meaningless. With 1 thread the spread stayed within about +-30%. On an idle machine, "
+                "`--threads 2` gives the faster absolute numbers."
             )]
         mem_label = "peak alloc MiB" if rec["device"] == "cuda" else "peak RSS growth MiB"
         measured = [c for c in rec["cells"] if "rows" in c]
@@ -302,6 +341,24 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
                     if row:
                         L.append(f"| {mode} | {res} | " + " | ".join(row.get(s.upper(), "skipped") for s in SIZES)
                                  + " |")
+        data_rows = [d for d in rec.get("data", []) if "skipped" not in d]
+        if data_rows:
+            L += ["", "### Input pipeline alone (`ghostnest bench --data RECIPE`)", "",
+                  "| recipe | images (stand-in) | to px | batch | workers | per-image augmentation | Mixup/CutMix "
+                  "| images/s | median ms/batch |",
+                  "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
+            for d in data_rows:
+                wk = f"{d['workers']}" + (f" (recipe: {d['recipe_workers']})" if d["recipe_workers"] != d["workers"]
+                                          else "")
+                L.append(f"| `{d['recipe']}` | `{d['dataset'].split(',train')[0]}` | {d['image_size']} | {d['batch']} "
+                         f"| {wk} | {', '.join(d['augment']) or 'none'} | {'yes' if d['mixing'] else 'no'} "
+                         f"| {d['images_per_s']:,.1f} | {_fmt_ms(d['median_batch_ms'])} |")
+            L += ["", "CIFAR is not on this machine, so synthetic images of the stored size stand in for it (the "
+                  "per-image work is the same). Workers are capped at the machine's cores. Compare with the "
+                  "training-step images/s above: where the pipeline is faster, it is not the bottleneck."]
+        for d in rec.get("data", []):
+            if "skipped" in d:
+                L.append(f"- input pipeline of `{d['recipe']}`: {d['skipped']}")
         skipped = [c for c in rec["cells"] if "skipped" in c]
         if skipped:
             L += ["", "### Cells not measured", ""]
@@ -337,8 +394,9 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--only", nargs="+", default=None, metavar="KEY",
                    help="run only cells whose id contains one of these strings, e.g. infer-s- train-ghostmixnet")
-    p.add_argument("--budget-min", type=float, default=22.0,
-                   help="skip the remaining cells once this many minutes have passed (default 22)")
+    p.add_argument("--budget-min", type=float, default=17.0,
+                   help="skip the cells that would start after this many minutes (default 17, so the run ends near 20)")
+    p.add_argument("--no-data", action="store_true", help="skip the input-pipeline (--data) measurements")
     p.add_argument("--render-only", action="store_true", help="rebuild the doc from benchmarks/results/*.json")
     p.add_argument("--list", action="store_true", help="print the planned cells and exit")
     p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where results JSON files live")

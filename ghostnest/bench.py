@@ -23,10 +23,11 @@ Peak memory (``peak_mem_mb``), measured during the first warm-up step of each mo
   state) that were already there; not the CUDA context nor cached-but-free blocks. ``mem_kind="cuda_peak_allocated"``.
 - CPU: the growth of the process's resident set during the step: ``VmHWM`` (peak resident set, from
   ``/proc/self/status``) after the step minus ``VmRSS`` before it, with the peak reset beforehand by writing ``5``
-  to ``/proc/self/clear_refs`` (Linux). This counts activations, gradients and optimizer state created by the
-  step, *not* the weights built before it. ``mem_kind="cpu_rss_growth"``. Its limits: memory the allocator kept
-  from an earlier model and reuses is not counted again (so models measured later can read low), and pages are
-  counted in whole 4 KiB units once touched. Without ``clear_refs`` (not Linux, or not permitted) the figure falls
+  to ``/proc/self/clear_refs`` (Linux), and free memory handed back to the OS first (glibc ``malloc_trim``). This
+  counts activations, gradients and optimizer state created by the step, *not* the weights built before it.
+  ``mem_kind="cpu_rss_growth"``. Its limits: memory the allocator still holds (e.g. freed blocks it did not
+  return, or thread-local caches) can be reused uncounted, so a model measured after another may read low;
+  pages count in whole 4 KiB units once touched. Without ``clear_refs`` (not Linux, or not permitted) the figure falls
   back to the growth of ``resource.getrusage().ru_maxrss``, which cannot be reset and so reads 0 for any model
   that stays below an earlier peak; ``mem_kind`` then says ``"cpu_maxrss_growth"``. Read CPU figures as rough.
 
@@ -141,6 +142,17 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _malloc_trim() -> None:
+    """Give the C allocator's free memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so that the
+    next step's allocations show up as resident-set growth instead of silently reusing memory freed earlier."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _maxrss_kib() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
@@ -161,6 +173,7 @@ class _PeakMemory:
             self.kind = "cuda_peak_allocated"
             return self
         gc.collect()
+        _malloc_trim()
         self._rss0 = _proc_status_kib("VmRSS")
         if self._rss0 is not None and _reset_peak_rss():
             self.kind = "cpu_rss_growth"

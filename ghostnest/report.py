@@ -517,11 +517,15 @@ def plot_figure7(rows: dict, out_dir: Path) -> list[Path]:
     for fam in table.families:
         color = FAMILY_COLORS.get(fam, None)
         label = FAMILY_LABELS.get(fam, fam)
-        paper = sorted({(r["paper_params_m"], r["paper_top1"]) for r in rows["menest"] if r["family"] == fam
-                        or (r["family"] is None and _paper_family(r["model"]) == fam)})
+        paper = sorted({(r["paper_params_m"], r["paper_top1"], r["model"].rsplit("_", 1)[-1].upper())
+                        for r in rows["menest"]
+                        if r["family"] == fam or (r["family"] is None and _paper_family(r["model"]) == fam)})
         if paper:
-            ax.plot([p for p, _ in paper], [a for _, a in paper], "--o", color=color, mfc="white",
+            ax.plot([p[0] for p in paper], [p[1] for p in paper], "--o", color=color, mfc="white",
                     label=f"{label} (paper)")
+            for p_m, acc, size in paper:
+                ax.annotate(size, (p_m, acc), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7,
+                            color=color)
         per_model: dict[str, list] = {}
         for r in rows["menest"]:
             if r["family"] == fam and r["comparable"] and r["test_top1"] is not None and r["params"]:
@@ -582,6 +586,10 @@ def plot_curves(run: Run, path: Path) -> None:
         ax2.axhline(run.results["test_top1"], color="k", lw=0.8, ls=":", label="test top1")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy (%)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"{run.name}: {run.model} on {run.dataset or '?'}" + ("" if run.finished else " (unfinished)"),
