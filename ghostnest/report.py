@@ -137,7 +137,7 @@ class Run:
     def best_val(self) -> tuple[float, int] | None:
         """Best val top-1 in metrics.csv and its epoch (None without readable val accuracies)."""
         vals = [(m["val_top1"], m["epoch"]) for m in self.metrics if m["val_top1"] is not None]
-        return max(vals) if vals else None
+        return max(vals, key=lambda v: (v[0], -v[1])) if vals else None  # earliest epoch on a tie
 
 
 def _norm_dataset(name: str | None) -> str:
@@ -374,6 +374,10 @@ def _run_cells(run: Run, table: PaperTable | None) -> dict:
     if table is not None and run.dataset is None:
         comparable = False
         notes.append("data set unknown: not comparable with the paper")
+    kwargs = run.config.get("model_kwargs")
+    if isinstance(kwargs, dict) and kwargs:
+        notes.append(f"model built with model_kwargs {json.dumps(kwargs, sort_keys=True)}, not the registered "
+                     "default (GFLOPs and paper columns are for the default)")
     if not run.finished:
         if any(p.startswith("results.json") for p in run.problems):
             notes.append("no usable test accuracy")

@@ -55,7 +55,8 @@ def test_report_two_runs(tmp_path):
     done = make_run(tmp_path, "menest_s_run", "menest_ghost_s", results={
         "model": "menest_ghost_s", "dataset": "cifar100", "params": 21_000_123, "test_top1": 61.25,
         "test_top5": 85.5, "best_epoch": 3, "epochs": 3})
-    unfinished = make_run(tmp_path, "effnet_s_run", "efficientnetv2_s", epochs=2)
+    unfinished = make_run(tmp_path, "effnet_s_run", "efficientnetv2_s", epochs=2,
+                          extra_config="model_kwargs: {drop_rate: 0.1}\n")
     out = tmp_path / "out"
     res = write_report([done, unfinished], out)
 
@@ -65,6 +66,7 @@ def test_report_two_runs(tmp_path):
     assert "menest_s_run" in s[8] and "30.00% (ep 3)" == s[7]
     e = table_row(md, "EffNet-V2-S")
     assert e[OURS] == "" and e[PAPER] == "79.6%" and "unfinished" in e[9]
+    assert 'model_kwargs {"drop_rate": 0.1}' in e[9] and "model_kwargs" not in s[9]
     assert "20.00% (ep 2)" == e[7]  # best *val* accuracy is shown, in its own column
     # models without runs: parameters/FLOPs from the registry, accuracy empty, paper numbers beside them
     xl = table_row(md, "ME-NeSt-Ghost-XL")
