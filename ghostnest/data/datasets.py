@@ -258,12 +258,23 @@ def make_fake(classes: int = 10, size: int = 32, train: int = 512, test: int = 1
                      (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), size)
 
 
+def read_image(path: Path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB tensor of an image file; ``ValueError`` naming the file if it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path} ({type(exc).__name__}); remove it or convert it to PNG/JPEG") from None
+    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(2, 0, 1)
+
+
 # --- ImageFolder ---------------------------------------------------------------------------------------------------
 
 
 def _load_imagefolder(path: Path, size: int, name: str) -> ImageData:
     from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image
 
     for sub in ("train", "test"):
         if not (path / sub).is_dir():
@@ -278,10 +289,7 @@ def _load_imagefolder(path: Path, size: int, name: str) -> ImageData:
             raise ValueError(f"{path}/test has classes {ds.classes} but {path}/train has {classes}; make them match")
         images = []
         for file, _ in ds.samples:
-            try:
-                img = decode_image(file, mode=ImageReadMode.RGB)
-            except Exception as exc:
-                raise ValueError(f"cannot read image {file} ({exc}); remove or replace it") from None
+            img = read_image(Path(file))
             images.append(F.interpolate(img[None].float(), size=(size, size), mode="bicubic", antialias=True,
                                         align_corners=False).clamp(0, 255).round().to(torch.uint8)[0])
         return Split(torch.stack(images), torch.tensor(ds.targets, dtype=torch.int64)), ds.classes

@@ -55,16 +55,17 @@ class TrainConfig:
     restart_epochs: int = 50  # cosine_restarts: T_0
     restart_mult: int = 1  # cosine_restarts: T_mult
     # execution
-    amp: str = "auto"  # CUDA autocast: auto (bf16 where supported, else fp16), bf16, fp16, off; never on CPU
+    amp: str = "auto"  # CUDA autocast: auto (bf16 where supported, else fp16), bf16, fp16, fp32 (off); never on CPU
     channels_last: bool = True  # CUDA only
     compile: bool = False
+    threads: int | None = None  # CPU threads for this run (None: PyTorch's default, one per core)
     seed: int = 0
 
 
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "scheduler": ("cosine", "cosine_restarts", "constant"),
-    "amp": ("auto", "bf16", "fp16", "off"),
+    "amp": ("auto", "bf16", "fp16", "fp32"),
 }
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult")
 
@@ -192,6 +193,8 @@ def config_from_dict(data: dict) -> TrainConfig:
             f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, fields, n=1)) else k for k in unknown
         )
         raise ValueError(f"unknown config key(s): {hints_txt}. Accepted keys: {', '.join(fields)}")
+    if data.get("amp") in (False, "off", "none"):  # YAML reads a bare `off` as false
+        data = {**data, "amp": "fp32"}
     values = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
     cfg = TrainConfig(**values)
     for key, choices in CHOICES.items():
@@ -214,6 +217,8 @@ def config_from_dict(data: dict) -> TrainConfig:
         raise ValueError(f"betas={list(cfg.betas)} must be two numbers, e.g. [0.9, 0.999]")
     if cfg.workers < 0:
         raise ValueError(f"workers={cfg.workers} must be >= 0")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads={cfg.threads} must be a positive integer or null")
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
     for i, op in enumerate(cfg.augment):

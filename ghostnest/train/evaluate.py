@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..data import default_data_dir, load_dataset
+from ..data.datasets import read_image
 from ..data.loader import Normalize, resize_batch, resize_steps
 from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, resolve_checkpoint_path
 from .loop import evaluate, pick_device
@@ -94,18 +95,6 @@ def _image_files(inputs: list[str]) -> list[tuple[str, Path]]:
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(inputs)}")
     return files
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB tensor; ``ValueError`` naming the file if it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path} ({type(exc).__name__}); remove it or convert it to PNG/JPEG") from None
-    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(2, 0, 1)
 
 
 @torch.no_grad()

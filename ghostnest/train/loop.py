@@ -53,7 +53,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def autocast_for(cfg: TrainConfig, device: torch.device):
     """bf16 (or fp16) autocast on CUDA; full fp32 on CPU."""
-    if device.type != "cuda" or cfg.amp == "off":
+    if device.type != "cuda" or cfg.amp == "fp32":
         return contextlib.nullcontext, None
     dtype = torch.float16 if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()) \
         else torch.bfloat16
@@ -176,6 +176,14 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
 
     ``stop_after=k`` stops cleanly after epoch k (as an interruption would; used to test ``resume``).
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, out, device, resume, progress, stop_after, resume_epochs)
+    finally:
+        torch.set_num_threads(threads)  # a recipe's `threads` applies to its run only
+
+
+def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dict:
     # --- run directory and configuration ---------------------------------------------------------------------
     if resume is not None:
         run = Path(resume)
@@ -192,6 +200,8 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
         if (run / "config.yaml").exists():
             raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     dev = pick_device(device)
+    if cfg.threads and dev.type == "cpu":
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
     # --- data (seed 000 section 2 / seed 004 "Data") ---------------------------------------------------------
@@ -283,7 +293,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
                     if not math.isfinite(running):
                         raise TrainingDiverged(
                             f"loss became {running} in epoch {epoch + 1} (step {steps}): training diverged and was "
-                            f"stopped; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=off")
+                            f"stopped; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=fp32")
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
             bar.close()
@@ -291,7 +301,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
             val = evaluate(model, val_split, norm, cfg.eval_batch_size, autocast, num_classes)
             if not math.isfinite(val["loss"]):
                 raise TrainingDiverged(f"validation loss became {val['loss']} in epoch {epoch + 1}: training "
-                                       f"diverged; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=off")
+                                       f"diverged; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=fp32")
             done = epoch + 1
             row = {"epoch": done, "lr": lr, "train_loss": loss_sum.item() / max(steps, 1), "val_loss": val["loss"],
                    "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}

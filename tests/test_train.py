@@ -1,0 +1,118 @@
+"""The training loop: loss goes down, resume repeats an uninterrupted run exactly, checkpoints round-trip,
+a NaN loss stops training and keeps the last good checkpoint, writes are atomic."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import torch
+
+import ghostnest
+from ghostnest.train import TrainingDiverged, resolve_config, train
+from ghostnest.train import checkpoint as ckpt
+from ghostnest.train import loop
+
+TINY = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
+
+
+def tiny_config(**extra):
+    base = {"recipe": "tiny", "model": "ghostmixnet", "model_kwargs": TINY,
+            "dataset": "fake:classes=4,size=16,train=96,test=32", "val_fraction": 0.25, "workers": 0,
+            "epochs": 3, "batch_size": 16, "lr": 3e-3, "weight_decay": 1e-3, "label_smoothing": 0.1,
+            "scheduler": "cosine", "threads": 1}
+    return resolve_config({**base, **extra})
+
+
+def rows(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    res = train(tiny_config(epochs=4), tmp_path / "run", device="cpu", progress=False)
+    losses = [float(r["train_loss"]) for r in rows(tmp_path / "run")]
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0]
+    assert res["epochs"] == 4 and 0 <= res["test_top1"] <= 100 and res["params"] == sum(
+        p.numel() for p in ghostnest.create_model("ghostmixnet", num_classes=4, **TINY).parameters())
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    # augmentation and Mixup/CutMix included, so every source of randomness must line up after the restart
+    extra = {"augment": [{"op": "RandomCrop", "size": 16, "padding": 2}, {"op": "RandomHorizontalFlip"}],
+             "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "epochs": 3}
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny_config(**extra), full, device="cpu", progress=False)
+    stopped = train(tiny_config(**extra), part, device="cpu", progress=False, stop_after=1)
+    assert stopped["stopped_at"] == 1 and len(rows(part)) == 1 and not (part / "results.json").exists()
+    train(None, resume=part, device="cpu", progress=False)
+    a, b = rows(full), rows(part)
+    for key in ("epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    wa, _ = ckpt.read_checkpoint(full / "last.safetensors")
+    wb, _ = ckpt.read_checkpoint(part / "last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="has finished"):
+        train(None, resume=part, device="cpu", progress=False)
+
+
+def test_checkpoint_roundtrip_and_metadata(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, device="cpu", progress=False)
+    model, meta = ghostnest.load_checkpoint(run)
+    assert not model.training
+    assert meta["model"] == "ghostmixnet" and meta["model_kwargs"] == TINY and meta["num_classes"] == 4
+    assert meta["classes"] == [f"class_{i}" for i in range(4)] and meta["input_size"] == 16
+    assert meta["mean"] == [0.5, 0.5, 0.5] and meta["std"] == [0.25, 0.25, 0.25] and meta["epoch"] == 1
+    state = torch.load(run / "last.state.pt", weights_only=True)
+    assert state["epoch"] == 1 and {"optimizer", "scheduler", "rng_cpu", "best_top1"} <= set(state)
+    files = sorted(p.name for p in run.iterdir())
+    assert files == ["best.safetensors", "config.yaml", "curves.png", "last.safetensors", "last.state.pt",
+                     "metrics.csv", "results.json"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real = loop.loss_fn
+    calls = {"n": 0}
+
+    def poisoned(logits, target, ls):
+        calls["n"] += 1
+        out = real(logits, target, ls)
+        return out * float("nan") if calls["n"] > 4 else out  # epoch 1 has 4 steps, epoch 2 diverges
+
+    monkeypatch.setattr(loop, "loss_fn", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*epoch 1\) is kept.*--set lr="):
+        train(tiny_config(), run, device="cpu", progress=False)
+    assert [r["epoch"] for r in rows(run)] == ["1"] and not (run / "results.json").exists()
+    _, meta = ckpt.read_checkpoint(run / "last.safetensors")
+    assert meta["epoch"] == 1
+    model, _ = ghostnest.load_checkpoint(run / "last.safetensors")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    ckpt.atomic_write_bytes(path, b"old")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        ckpt.atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_wrong_checkpoint_is_rejected(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, device="cpu", progress=False)
+    tensors, meta = ckpt.read_checkpoint(run / "best.safetensors")
+    other = ghostnest.create_model("ghostmixnet", num_classes=7, **TINY)
+    ckpt.save_weights(tmp_path / "other.safetensors", other, {**meta, "num_classes": 4})  # lies about classes
+    with pytest.raises(ValueError, match="does not fit model ghostmixnet with 4 classes"):
+        ghostnest.load_checkpoint(tmp_path / "other.safetensors")
+    data = (run / "best.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        ghostnest.load_checkpoint(tmp_path / "cut.safetensors")
