@@ -152,3 +152,36 @@ def test_nan_loss_through_cli(tmp_path, capsys, monkeypatch):
     err = one_error_line(capsys)
     assert "loss became nan in epoch 1" in err and "no epoch had finished" in err and "--set lr=" in err
     assert not (out / "last.safetensors").exists() and not (out / "results.json").exists()
+
+
+TINY_MODEL = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
+
+
+def test_ghostmixnet_recipe_on_a_cifar10_fixture(tmp_path, capsys):
+    """The full published pipeline (every transform in a worker, Mixup/CutMix, warm restarts) on CIFAR files."""
+    from test_data import _write_cifar10
+
+    _write_cifar10(tmp_path / "data", n=8)
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "ghostmixnet-cifar10", "--set", TINY_MODEL, "--set", "epochs=1",
+                 "--set", "batch_size=8", "--set", "workers=1", "--set", "download=false", "--set", "threads=1",
+                 "--data-dir", str(tmp_path / "data"), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"] == "cifar10" and res["val_is_test"] and res["num_classes"] == 10
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_menest_recipe_on_a_cifar100_fixture(tmp_path):
+    """128 px stand-in, resize to the training size, RandAugment magnitude 10, 95:5 split (tiny model and size)."""
+    from test_data import _write_cifar100
+
+    _write_cifar100(tmp_path / "data", n=40)
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "menest-cifar100", "--set", "model=ghostmixnet", "--set", TINY_MODEL,
+                 "--set", "image_size=48", "--set", "epochs=1", "--set", "batch_size=8", "--set", "workers=0",
+                 "--set", "download=false", "--set", "threads=1", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    model, meta = ghostnest.load_checkpoint(out)
+    assert meta["input_size"] == 48 and meta["num_classes"] == 100 and meta["dataset"] == "cifar100_128"
+    res = json.loads((out / "results.json").read_text())
+    assert res["image_size"] == 48 and not res["val_is_test"]

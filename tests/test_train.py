@@ -116,3 +116,14 @@ def test_wrong_checkpoint_is_rejected(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         ghostnest.load_checkpoint(tmp_path / "cut.safetensors")
+
+
+def test_resume_refuses_a_corrupt_state_file(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=2), run, device="cpu", progress=False, stop_after=1)
+    state = run / "last.state.pt"
+    state.write_bytes(state.read_bytes()[:50])
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ValueError, match="last.state.pt is corrupt or truncated.*cannot be resumed"):
+        train(None, resume=run, device="cpu", progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before

@@ -234,7 +234,11 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
 
     start_epoch, best_top1, best_epoch, rows = 0, -1.0, 0, []
     if resume is not None:
-        state = torch.load(run / "last.state.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(run / "last.state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{run}/last.state.pt is corrupt or truncated ({type(exc).__name__}); the run cannot be "
+                             f"resumed: evaluate {run}/best.safetensors or train again") from None
         tensors, wmeta = read_checkpoint(run / "last.safetensors")
         if wmeta.get("epoch") != state["epoch"]:
             raise ValueError(f"{run}/last.safetensors (epoch {wmeta.get('epoch')}) and last.state.pt (epoch "
