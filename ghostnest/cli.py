@@ -137,12 +137,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.recipe or set(extra) - {"epochs"}:
             raise ValueError(f"--resume takes the configuration from {args.resume}/config.yaml; drop --recipe and "
                              "--set (only --set epochs=N, to train longer, is accepted)")
-        train(None, resume=args.resume, device=args.device, progress=not args.quiet,
-              resume_epochs=extra.get("epochs"))
-        return 0
-    overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
-    cfg = resolve_config(args.recipe or "quickstart", overrides)
-    train(cfg, out=args.out, device=args.device, progress=not args.quiet)
+        res = train(None, resume=args.resume, device=args.device, progress=not args.quiet,
+                    resume_epochs=extra.get("epochs"))
+    else:
+        overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+        cfg = resolve_config(args.recipe or "quickstart", overrides)
+        res = train(cfg, out=args.out, device=args.device, progress=not args.quiet)
+    print(f"{res['run_dir']}: {res['model']} on {res['dataset']}, test top-1 {res['test_top1']:.2f}% "
+          f"top-5 {res['test_top5']:.2f}% (best epoch {res['best_epoch']}/{res['epochs']})")
     return 0
 
 

@@ -266,7 +266,8 @@ def read_image(path: Path) -> torch.Tensor:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path} ({type(exc).__name__}); remove it or convert it to PNG/JPEG") from None
+        raise ValueError(
+            f"cannot read image {path} ({type(exc).__name__}); remove it or convert it to PNG/JPEG") from None
     return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(2, 0, 1)
 
 

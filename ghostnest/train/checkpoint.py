@@ -76,7 +76,8 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         for name in ("best.safetensors", "last.safetensors"):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors; is it a ghostnest run directory?")
+        raise FileNotFoundError(
+            f"{path} holds no best.safetensors or last.safetensors; is it a ghostnest run directory?")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors file")
     return path
@@ -104,7 +105,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise ValueError(f"checkpoint {path} has corrupt metadata; use the run's other checkpoint or train again") from None
+        raise ValueError(
+            f"checkpoint {path} has corrupt metadata; use the run's other checkpoint or train again") from None
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"checkpoint {path} metadata lacks {missing}; it was not written by ghostnest train")

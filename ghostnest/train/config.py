@@ -223,7 +223,8 @@ def config_from_dict(data: dict) -> TrainConfig:
         raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
     for i, op in enumerate(cfg.augment):
         if not isinstance(op, dict) or "op" not in op:
-            raise ValueError(f"augment[{i}]={op!r} must be a mapping with an 'op' key, e.g. {{op: RandomHorizontalFlip}}")
+            raise ValueError(
+                f"augment[{i}]={op!r} must be a mapping with an 'op' key, e.g. {{op: RandomHorizontalFlip}}")
     from ..data import check_dataset_name
     from ..data.loader import build_augment
     from ..registry import model_info

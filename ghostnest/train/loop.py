@@ -163,10 +163,11 @@ def _log(msg: str, progress: bool) -> None:
         tqdm.write(msg, file=sys.stderr)
 
 
-def _kept(run: Path, rows: list[dict]) -> str:
-    if not rows:
-        return "no epoch had finished, so there is no checkpoint to keep"
-    return f"the last good checkpoint ({run}/last.safetensors, epoch {rows[-1]['epoch']}) is kept"
+def _diverged(what: str, run: Path, rows: list[dict]) -> TrainingDiverged:
+    kept = (f"the last good checkpoint ({run}/last.safetensors, epoch {rows[-1]['epoch']}) is kept" if rows
+            else "no epoch had finished, so there is no checkpoint to keep")
+    return TrainingDiverged(f"{what}: training diverged and was stopped; {kept}. Start a new run with a lower "
+                            "learning rate (--set lr=...) or without fp16 (--set amp=fp32)")
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device: str = "auto",
@@ -295,17 +296,14 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
                 if steps % 10 == 0 or steps == len(batches):
                     running = loss_sum.item() / steps  # one sync per 10 steps: progress and the NaN check
                     if not math.isfinite(running):
-                        raise TrainingDiverged(
-                            f"loss became {running} in epoch {epoch + 1} (step {steps}): training diverged and was "
-                            f"stopped; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=fp32")
+                        raise _diverged(f"loss became {running} in epoch {epoch + 1} (step {steps})", run, rows)
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
             bar.close()
             sched.step()
             val = evaluate(model, val_split, norm, cfg.eval_batch_size, autocast, num_classes)
             if not math.isfinite(val["loss"]):
-                raise TrainingDiverged(f"validation loss became {val['loss']} in epoch {epoch + 1}: training "
-                                       f"diverged; {_kept(run, rows)}. Start a new run with a lower learning rate (--set lr=...) or --set amp=fp32")
+                raise _diverged(f"validation loss became {val['loss']} in epoch {epoch + 1}", run, rows)
             done = epoch + 1
             row = {"epoch": done, "lr": lr, "train_loss": loss_sum.item() / max(steps, 1), "val_loss": val["loss"],
                    "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}
