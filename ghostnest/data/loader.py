@@ -108,9 +108,8 @@ class Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True).float()
-        if self.sizes and tuple(x.shape[-2:]) != (self.sizes[-1],) * 2:  # not yet resized by the loader workers
-            for size in self.sizes:
-                x = resize_batch(x, size).clamp_(0, 255)
+        for size in self.sizes:
+            x = resize_batch(x, size).clamp_(0, 255)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

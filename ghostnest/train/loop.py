@@ -263,7 +263,9 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
     augment = build_augment(cfg.augment)
     sizes = resize_steps(data.train.images.shape[-1], data.size, size)
     batches = TrainBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, dev)
-    norm = Normalize(data.mean, data.std, sizes, dev, channels_last)
+    norm = Normalize(data.mean, data.std, sizes, dev, channels_last)  # evaluation: resize + normalise per batch
+    # training batches with per-image augmentation arrive already resized by the loader workers
+    train_norm = Normalize(data.mean, data.std, () if augment else sizes, dev, channels_last)
     mix = build_mix(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mixup_p, num_classes)
     _log(f"{cfg.recipe}: {cfg.model} ({params:,} params) on {data.name} {size}px, {len(train_split)} train / "
          f"{len(val_split)} val{' (= test set)' if cfg.val_on_test else ''} / {len(data.test)} test, "
@@ -281,7 +283,7 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                        disable=not progress, dynamic_ncols=True)
             for images, labels in batches.epoch(epoch_seed(cfg.seed, epoch) + 1):
-                x, y = norm(images), labels
+                x, y = train_norm(images), labels
                 if mix is not None:
                     x, y = mix(x, y)
                 with autocast():
