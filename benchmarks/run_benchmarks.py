@@ -50,7 +50,7 @@ def plan_cells(device: str, quick: bool, batches: list[int] | None) -> list[dict
     gmn = list_models(family="ghostmixnet")
     pairs = menest_pairs()
     if device == "cpu" and not batches:
-        rep = {"infer": 3, "train": 2} if quick else {"infer": 5, "train": 3}
+        rep = {"infer": 3, "train": 2} if quick else {"infer": 7, "train": 3}
         gm_batches = [32]
         plan = [  # (mode, input, {size: batch}) in the order they run
             ("infer", 128, {"s": 8, "m": 8, "l": 8, "xl": 8}),
@@ -198,19 +198,30 @@ def _fmt_ms(ms: float) -> str:
 def _cell_table(cells: list[dict], mem_label: str) -> list[str]:
     lines = [
         f"| model | input | batch | params | GFLOPs/img | median ms/batch | IQR ms | min-max ms | images/s | {mem_label} "
-        "| x EfficientNet-V2 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| x EfficientNet-V2 (median) | (min) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in cells:
         for r in cell["rows"]:
             mem = "" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}"
-            ratio = "1 (ref.)" if r is cell["rows"][0] else f"**{r['ratio_to_first']:.2f}**"
+            if r is cell["rows"][0]:
+                ratio, mratio = "1 (ref.)", "1"
+            else:
+                ratio, mratio = f"**{r['ratio_to_first']:.2f}**", f"{r.get('min_ratio_to_first', float('nan')):.2f}"
+                if _disagree(r):
+                    mratio += " (!)"
             lines.append(
                 f"| {_label(r['name'])} | {r['input_size']} | {r['batch']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} "
                 f"| {_fmt_ms(r['median_ms'])} | {_fmt_ms(r['iqr_ms'])} | {_fmt_ms(r['min_ms'])}-{_fmt_ms(r['max_ms'])} "
-                f"| {r['images_per_s']:.1f} | {mem} | {ratio} |"
+                f"| {r['images_per_s']:.1f} | {mem} | {ratio} | {mratio} |"
             )
     return lines
+
+
+def _disagree(row: dict) -> bool:
+    """Median and min ratios more than 25% apart: one model of the cell caught more of the machine's load."""
+    m, n = row["ratio_to_first"], row.get("min_ratio_to_first")
+    return n is not None and n > 0 and abs(m / n - 1) > 0.25
 
 
 def _ratio_points(record: dict) -> list[tuple[str, str, int, int, float]]:
@@ -219,7 +230,8 @@ def _ratio_points(record: dict) -> list[tuple[str, str, int, int, float]]:
     for cell in record["cells"]:
         if cell["family"] == "menest" and "rows" in cell:
             size = cell["models"][1].rsplit("_", 1)[-1].upper()
-            pts.append((cell["mode"], size, cell["input"], cell["batch"], cell["rows"][1]["ratio_to_first"]))
+            pts.append((cell["mode"], size, cell["input"], cell["batch"], cell["rows"][1]["ratio_to_first"],
+                        cell["rows"][1].get("min_ratio_to_first")))
     return pts
 
 
@@ -264,6 +276,10 @@ def plot_ratios(records: list[dict], path: Path) -> Path | None:
 def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG_DIR) -> Path:
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
     records.sort(key=lambda r: (r["device"] != "cpu", r["key"]))
+    for rec in records:  # results saved before min_ratio_to_first existed
+        for cell in rec["cells"]:
+            for r in cell.get("rows", []):
+                r.setdefault("min_ratio_to_first", r["min_ms"] / cell["rows"][0]["min_ms"])
     chart = plot_ratios(records, img_dir / "bench_ratios.png")
     L = ["# Benchmarks", ""]
     L.append(
@@ -271,9 +287,10 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         "this page from `benchmarks/results/*.json`). Each table cell is one `ghostnest bench` measurement "
         "(`ghostnest.bench.bench_models`): the models of a cell are built in one process, warmed up, then timed "
         "**interleaved** (round robin, the starting model rotating each round) and summarised by the **median** time "
-        "per batch with its interquartile range and min-max. The last column is the model's median over the "
-        "EfficientNet-V2 model's median in the same cell, which is the figure to read: absolute times move with "
-        "the machine's load, the interleaved ratio much less."
+        "per batch with its interquartile range and min-max. The last two columns are the model's median over the "
+        "EfficientNet-V2 model's median in the same cell, and the same ratio of the fastest steps (minima): "
+        "these are the figures to read, since absolute times move with the machine's load and interleaved ratios "
+        "much less."
     )
     L += [
         "",
@@ -292,7 +309,7 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         env = rec["env"]
         where = (f"GPU {env['gpu']} (CUDA {env.get('cuda')})" if rec["device"] == "cuda"
                  else f"CPU {env['cpu']}, {env['usable_cores']} usable cores ({env['cpu_count']} online), "
-                      f"{env['torch_threads']} torch threads")
+                      f"{env['torch_threads']} torch thread{'s' if env['torch_threads'] != 1 else ''}")
         title = f"{rec['device'].upper()}, {rec['dtype']}" + (", channels_last" if rec.get("channels_last") else "")
         L += ["", f"## {title}", ""]
         L.append(
@@ -333,11 +350,15 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         pts = _ratio_points(rec)
         if pts:
             L += ["", "### Summary: ME-NeSt-Ghost latency / EfficientNet-V2 latency", "",
+                  "Each cell: ratio of medians / ratio of minima (batch). Where the two differ by more than 25% "
+                  "(marked (!) in the tables above) one model of the pair caught more of the machine's other load; "
+                  "the ratio of minima is then the better estimate of the unloaded ratio.", "",
                   "| mode | input | " + " | ".join(s.upper() for s in SIZES) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in SIZES) + " |"]
             for mode in ("infer", "train"):
                 for res in (128, 256):
-                    row = {p[1]: f"{p[4]:.2f}x (b{p[3]})" for p in pts if p[0] == mode and p[2] == res}
+                    row = {p[1]: f"{p[4]:.2f}x / {p[5]:.2f}x (b{p[3]})" if p[5] else f"{p[4]:.2f}x (b{p[3]})"
+                           for p in pts if p[0] == mode and p[2] == res}
                     if row:
                         L.append(f"| {mode} | {res} | " + " | ".join(row.get(s.upper(), "skipped") for s in SIZES)
                                  + " |")

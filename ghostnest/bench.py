@@ -71,7 +71,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESULT_KEYS = (
     "name", "family", "mode", "device", "dtype", "input_size", "batch", "num_classes", "channels_last",
     "compiled", "fused", "params", "gflops", "median_ms", "p25_ms", "p75_ms", "iqr_ms", "min_ms", "max_ms",
-    "images_per_s", "ratio_to_first", "peak_mem_mb", "mem_kind", "first_call_ms", "repeats", "warmup", "threads",
+    "images_per_s", "ratio_to_first", "min_ratio_to_first", "peak_mem_mb", "mem_kind", "first_call_ms", "repeats", "warmup", "threads",
 )
 
 
@@ -320,7 +320,8 @@ def bench_models(
 
     ``input_size`` and ``num_classes`` default to the *first* model's paper setting (so a table compares all
     models on the same input); ``model_kwargs`` are passed to every ``create_model`` call (tests use them to build
-    tiny networks). ``threads`` sets ``torch.set_num_threads`` for the run (default: leave PyTorch's setting, one
+    tiny networks). ``min_ratio_to_first`` is the same ratio of the fastest steps, a check on the median ratio
+    when the machine is shared: where the two disagree, one model caught more interference. ``threads`` sets ``torch.set_num_threads`` for the run (default: leave PyTorch's setting, one
     thread per core). ``ratio_to_first`` is each model's median divided by the first model's. ``progress``, if
     given, is called with a short line before each model is built and when timing starts.
     Raises ``ValueError`` for an unknown model, a bad size/count, or a device or dtype this machine cannot run.
@@ -440,6 +441,7 @@ def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_las
                 "max_ms": ts[-1],
                 "images_per_s": batch * 1e3 / med,
                 "ratio_to_first": 0.0,
+                "min_ratio_to_first": 0.0,
                 "peak_mem_mb": case.peak_mem_mb,
                 "mem_kind": case.mem_kind,
                 "first_call_ms": case.first_call_ms,
@@ -448,9 +450,10 @@ def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_las
                 "threads": torch.get_num_threads(),
             }
         )
-    first = rows[0]["median_ms"]
+    first, first_min = rows[0]["median_ms"], rows[0]["min_ms"]
     for row in rows:
         row["ratio_to_first"] = row["median_ms"] / first
+        row["min_ratio_to_first"] = row["min_ms"] / first_min
     del cases
     gc.collect()
     if dev.type == "cuda":

@@ -36,6 +36,8 @@ def test_bench_infer_two_tiny_models():
         assert r["repeats"] == 3 and r["fused"] is False
     assert rows[0]["ratio_to_first"] == 1.0
     assert rows[1]["ratio_to_first"] == pytest.approx(rows[1]["median_ms"] / rows[0]["median_ms"])
+    assert rows[0]["min_ratio_to_first"] == 1.0
+    assert rows[1]["min_ratio_to_first"] == pytest.approx(rows[1]["min_ms"] / rows[0]["min_ms"])
     # parameters are those of the tiny networks, not the full-size ones
     for r in rows:
         assert r["params"] == sum(p.numel() for p in create_model(r["name"], **TINY).parameters())
