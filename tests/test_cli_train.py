@@ -95,6 +95,9 @@ def test_predict_end_to_end(run, tmp_path):
     (["train", "--set", "lr=fast"], "lr='fast' has the wrong type: expected float"),
     (["train", "--set", "scheduler=step"], "accepted values: cosine, cosine_restarts, constant"),
     (["train", "--device", "tpu"], "accepted values: auto, cpu, cuda"),
+    (["train", "--set", "model_kwargs.widht=3", "--set", "epochs=1"], "unknown GhostMixNet option(s) ['widht']"),
+    (["train", "--set", "model=efficientnetv2_s", "--set", "model_kwargs.nope=1", "--set", "epochs=1"],
+     "model efficientnetv2_s does not accept model_kwargs {'nope': 1}"),
 ])
 def test_bad_train_input(args, message, capsys, tmp_path):
     out = tmp_path / "never"

@@ -54,6 +54,9 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="has finished"):
         train(None, resume=part, device="cpu", progress=False)
+    longer = train(None, resume=part, device="cpu", progress=False, resume_epochs=4)  # --set epochs=4
+    assert longer["epochs"] == 4 and [r["epoch"] for r in rows(part)] == ["1", "2", "3", "4"]
+    assert [r["train_loss"] for r in rows(part)[:3]] == [r["train_loss"] for r in rows(full)]  # history kept
 
 
 def test_checkpoint_roundtrip_and_metadata(tmp_path):

@@ -220,7 +220,11 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
     resolved = {**config_to_dict(cfg), "num_classes": num_classes, "image_size": size, "data_dir": str(data_dir)}
 
     # --- model, optimizer, schedule --------------------------------------------------------------------------
-    model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    try:
+        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
+        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
+                         "the --set model_kwargs.* options") from None
     params = count_params(model)
     channels_last = cfg.channels_last and dev.type == "cuda"
     model = model.to(dev, memory_format=torch.channels_last) if channels_last else model.to(dev)
