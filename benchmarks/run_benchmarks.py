@@ -235,6 +235,41 @@ def _ratio_points(record: dict) -> list[tuple[str, str, int, int, float]]:
     return pts
 
 
+def _findings(rec: dict) -> list[str]:
+    """A short reading of one record's ME-NeSt pairs, computed from the numbers (no hand-written figures)."""
+    out = []
+    for mode, word in (("infer", "inference"), ("train", "a training step")):
+        cells = [c for c in rec["cells"] if c["family"] == "menest" and c["mode"] == mode and "rows" in c]
+        if not cells:
+            continue
+        med = [c["rows"][1]["ratio_to_first"] for c in cells]
+        mins = [c["rows"][1]["min_ratio_to_first"] for c in cells]
+        flops = [c["rows"][1]["gflops"] / c["rows"][0]["gflops"] for c in cells]
+        per_flop = [m / f for m, f in zip(mins, flops)]
+        out.append(
+            f"- **{word.capitalize()}**: ME-NeSt-Ghost takes {min(mins):.1f}-{max(mins):.1f}x the time of "
+            f"EfficientNet-V2 of the same size (ratio of minima over {len(cells)} size/resolution cells; ratio of "
+            f"medians {min(med):.2f}-{max(med):.2f}), while counting {min(flops):.2f}-{max(flops):.2f}x its FLOPs: "
+            f"per FLOP it runs {min(per_flop):.1f}-{max(per_flop):.1f}x slower."
+        )
+    if out:
+        infer_cells = [c for c in rec["cells"] if c["family"] == "menest" and c["mode"] == "infer" and "rows" in c]
+        top = max((c["rows"][1]["min_ratio_to_first"] for c in infer_cells), default=0)
+        verdict = ("inside" if PAPER_RATIO[0] <= top <= PAPER_RATIO[1] else
+                   "below" if top < PAPER_RATIO[0] else "above")
+        out.append(
+            f"- Against the paper's *4-6x* inference time: on this {rec['device'].upper()} the measured inference "
+            f"ratio is {verdict} that range (at most {top:.1f}x). The paper's experiments ran on a Tesla P100 GPU, so its "
+            "figure is most likely a GPU one, and the GPU tables are the comparable measurement. A likely reason "
+            "for the time-per-FLOP gap: the ME-NeSt-Ghost blocks (MixConv depthwise kernels up to 9x9, "
+            "Split-Attention, Ghost modules, channel shuffles) are many small, memory-bound operations, which "
+            "use hardware less well than dense convolutions (slow depthwise convolutions on accelerators are why "
+            "EfficientNet-V2 brought in Fused-MBConv in its early stages)."
+        )
+        out = ["", "### Reading", ""] + out
+    return out
+
+
 def plot_ratios(records: list[dict], path: Path) -> Path | None:
     import matplotlib
 
@@ -299,11 +334,12 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         "- GFLOPs are per image for one forward pass (multiply-add = 2 FLOPs), counted with PyTorch's FlopCounter on "
         "the `meta` device. Parameters at 100 classes (ME-NeSt-Ghost, EfficientNet-V2) or 10 (GhostMixNet cells).",
         "- Peak memory: on CPU the growth of the process's resident set during the first (warm-up) step, from "
-        "`VmHWM` in `/proc/self/status` after resetting it through `/proc/self/clear_refs`; it excludes the weights "
-        "built before the step, and memory the allocator kept from an earlier model can be reused uncounted, so read "
-        "it as a rough figure. On CUDA: `torch.cuda.max_memory_allocated` during the step, weights included.",
+        "`VmHWM` in `/proc/self/status` after resetting it through `/proc/self/clear_refs` (and handing free heap "
+        "memory back with glibc's `malloc_trim`); it excludes the weights built before the step, and memory the "
+        "allocator still holds can be reused uncounted, so read it as a rough figure. On CUDA: `torch.cuda.max_memory_allocated` during the step, weights included.",
         "- The paper (seed 000, section 6) reports ME-NeSt-Ghost's inference time as *approximately 4-6x* "
-        "EfficientNet-V2's at equal size; it does not say on what hardware, batch or resolution.",
+        "EfficientNet-V2's at equal size; its experiments ran on one Tesla P100 GPU (Kaggle notebooks), and it gives "
+        "no batch size or resolution for the timing.",
     ]
     for rec in records:
         env = rec["env"]
@@ -324,7 +360,8 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
                 "the project's reference measurement on an idle machine of this kind is 260 ms per batch for "
                 "`efficientnetv2_s` at 128x128, batch 8 (2 threads)."
             ), "", (
-                f"**Threads.** The CPU tables use {env['torch_threads']} torch thread(s) "
+                f"**Threads.** The CPU tables use {env['torch_threads']} torch "
+                f"thread{'s' if env['torch_threads'] != 1 else ''} "
                 "(`--threads`; PyTorch's default here is 2). With 2 threads on 2 *shared* cores, every OpenMP "
                 "barrier waits for a thread that another process has pre-empted: in a trial the same "
                 "`efficientnetv2_s` batch (32x32, batch 32) took anywhere from 109 ms to 7.7 s, and the medians "
@@ -380,6 +417,7 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         for d in rec.get("data", []):
             if "skipped" in d:
                 L.append(f"- input pipeline of `{d['recipe']}`: {d['skipped']}")
+        L += _findings(rec)
         skipped = [c for c in rec["cells"] if "skipped" in c]
         if skipped:
             L += ["", "### Cells not measured", ""]

@@ -141,3 +141,50 @@ def test_cli_bench_data(capsys, tmp_path):
     assert err[-1].startswith("error: cifar10") and len([e for e in err if e.startswith("error")]) == 1
     assert main(["bench", "ghostmixnet", "--data", "quickstart"]) == 2
     assert main(["bench", "--data", "no_such_recipe"]) == 2
+
+
+def _load_benchmark_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_benchmarks.py"
+    spec = importlib.util.spec_from_file_location("run_benchmarks", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_script_plans_every_family_pair_and_renders(tmp_path):
+    from ghostnest import list_models
+
+    mod = _load_benchmark_script()
+    cells = mod.plan_cells("cpu", False, None)
+    planned = {m for c in cells for m in c["models"]}
+    for family in ("ghostmixnet", "menest", "efficientnetv2"):
+        assert set(list_models(family=family)) <= planned  # picked up from the registry by family
+    for c in cells:
+        assert c["models"][0].startswith("efficientnetv2_")  # the reference comes first: ratio_to_first
+    gpu = mod.plan_cells("cuda", False, [128, 256])
+    assert {c["batch"] for c in gpu} == {128, 256} and not any("skipped" in c for c in gpu)
+
+    def row(name, family, ms, gflops):
+        return dict(name=name, family=family, input_size=128, batch=8, params=10**7, gflops=gflops, median_ms=ms,
+                    iqr_ms=1.0, min_ms=ms * 0.9, max_ms=ms * 1.1, images_per_s=8000 / ms, peak_mem_mb=12.0,
+                    ratio_to_first=ms / 100.0, min_ratio_to_first=ms / 100.0)
+
+    cell = dict(id="infer-s-128-b8", mode="infer", family="menest", input=128, batch=8,
+                models=["efficientnetv2_s", "menest_ghost_s"],
+                rows=[row("efficientnetv2_s", "efficientnetv2", 100.0, 2.0), row("menest_ghost_s", "menest", 250.0, 1.0)])
+    skipped = dict(id="train-xl-256", mode="train", family="menest", input=256, batch=None,
+                   models=["efficientnetv2_xl", "menest_ghost_xl"], skipped="too slow here")
+    env = dict(cpu="Test CPU", cpu_count=2, usable_cores=2, torch_threads=1, torch="x", timm="y", python="3",
+               date_utc="2026-01-01 00:00 UTC", gpu=None)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "cpu-fp32.json").write_text(json.dumps(
+        dict(key="cpu-fp32", device="cpu", dtype="fp32", env=env, cells=[cell, skipped], total_seconds=60)))
+    doc = mod.render(tmp_path / "res", tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img")
+    text = doc.read_text()
+    assert "Test CPU" in text and "GPU tables are pending" in text
+    assert "| `menest_ghost_s` |" in text and "**2.50**" in text
+    assert "too slow here" in text and "2.5-2.5x the time" in text and "0.50-0.50x its FLOPs" in text
+    assert (tmp_path / "docs" / "img" / "bench_ratios.png").read_bytes()[:4] == b"\x89PNG"
