@@ -329,6 +329,10 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
     )
     L += [
         "",
+        "For an ad-hoc comparison run `ghostnest bench MODEL [MODEL ...]` (same measurement, any models, sizes, "
+        "batch, `--mode train`, `--dtype bf16`, `--json`); for a recipe's input pipeline alone, `ghostnest bench "
+        "--data RECIPE`; for accuracy against the papers' tables, `ghostnest report RUN_DIR ... --out DIR`.",
+        "",
         "- *infer*: `model.eval()`, `torch.inference_mode()`, one forward pass of a random batch.",
         "- *train*: one optimizer step: forward, cross-entropy against random labels, backward, AdamW step.",
         "- GFLOPs are per image for one forward pass (multiply-add = 2 FLOPs), counted with PyTorch's FlopCounter on "
