@@ -137,12 +137,15 @@ def plot_curves(path: Path, rows: list[dict], title: str) -> None:
 
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["train_loss"] for r in rows], label="train loss")
-    a.plot(ep, [r["val_loss"] for r in rows], label="val loss")
-    a.set_xlabel("epoch"), a.legend(), a.grid(alpha=0.3)
-    b.plot(ep, [r["val_top1"] for r in rows], label="val top-1")
-    b.plot(ep, [r["val_top5"] for r in rows], label="val top-5")
-    b.set_xlabel("epoch"), b.set_ylabel("%"), b.legend(), b.grid(alpha=0.3)
+    marker = "o" if len(rows) <= 30 else None
+    a.plot(ep, [r["train_loss"] for r in rows], label="train loss", marker=marker)
+    a.plot(ep, [r["val_loss"] for r in rows], label="val loss", marker=marker)
+    b.plot(ep, [r["val_top1"] for r in rows], label="val top-1", marker=marker)
+    b.plot(ep, [r["val_top5"] for r in rows], label="val top-5", marker=marker)
+    b.set_ylabel("%")
+    for ax in (a, b):
+        ax.set_xlabel("epoch"), ax.legend(), ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
