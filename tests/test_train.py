@@ -130,3 +130,11 @@ def test_resume_refuses_a_corrupt_state_file(tmp_path):
     with pytest.raises(ValueError, match="last.state.pt is corrupt or truncated.*cannot be resumed"):
         train(None, resume=run, device="cpu", progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_autocast_choice():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert loop.autocast_for(tiny_config(amp="bf16"), cuda)[1] == torch.bfloat16
+    assert loop.autocast_for(tiny_config(amp="fp16"), cuda)[1] == torch.float16
+    assert loop.autocast_for(tiny_config(amp="off"), cuda)[1] is None  # YAML `off` -> fp32
+    assert loop.autocast_for(tiny_config(amp="bf16"), cpu)[1] is None  # never on CPU
