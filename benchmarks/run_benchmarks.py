@@ -127,6 +127,11 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
         cells = [c for c in cells if any(key in c["id"] for key in args.only)]
     key = f"{device}-{args.dtype}" + ("-channels_last" if args.channels_last else "")
     out = results_dir / f"{key}.json"
+    if out.is_file() and not args.only:  # keep the previous run of this setting for the repeatability check
+        old = json.loads(out.read_text())
+        stamp = old.get("env", {}).get("date_utc", "unknown").replace(" UTC", "").replace(" ", "T").replace(":", "")
+        (results_dir / "history").mkdir(parents=True, exist_ok=True)
+        out.replace(results_dir / "history" / f"{key}-{stamp}.json")
     record = {"key": key, "device": device, "dtype": args.dtype, "channels_last": args.channels_last,
               "quick": args.quick, "env": environment(device), "cells": []}
     start = time.time()
@@ -270,6 +275,35 @@ def _findings(rec: dict) -> list[str]:
     return out
 
 
+def _repeatability(rec: dict, results_dir: Path) -> list[str]:
+    """How much the ME-NeSt/EfficientNet ratios moved against the latest earlier run of the same setting."""
+    history = sorted((results_dir / "history").glob(f"{rec['key']}-*.json"))
+    if not history:
+        return []
+    prev = json.loads(history[-1].read_text())
+    before = {c["id"]: c["rows"][1] for c in prev["cells"] if c["family"] == "menest" and "rows" in c}
+    diffs = []
+    for c in rec["cells"]:
+        if c["family"] == "menest" and "rows" in c and c["id"] in before:
+            now, then = c["rows"][1], before[c["id"]]
+            then_min = then.get("min_ratio_to_first") or then["min_ms"] / next(
+                x for x in prev["cells"] if x["id"] == c["id"])["rows"][0]["min_ms"]
+            diffs.append((abs(now["min_ratio_to_first"] / then_min - 1), abs(now["ratio_to_first"] /
+                          then["ratio_to_first"] - 1), c["id"]))
+    if not diffs:
+        return []
+    by_min = sorted(d[0] for d in diffs)
+    by_med = sorted(d[1] for d in diffs)
+    worst = max(diffs)
+    return ["", (
+        f"**Repeatability.** Against the previous full run of this setting ({prev['env']['date_utc']}, kept in "
+        f"`benchmarks/results/history/`), the ME-NeSt-Ghost / EfficientNet-V2 ratios of the {len(diffs)} common "
+        f"cells moved by a median of {100 * by_min[len(by_min) // 2]:.0f}% (ratio of minima; at most "
+        f"{100 * worst[0]:.0f}%, cell `{worst[2]}`) and {100 * by_med[len(by_med) // 2]:.0f}% (ratio of medians; "
+        f"at most {100 * by_med[-1]:.0f}%). Read single cells, and the ranges above, with that margin."
+    )]
+
+
 def plot_ratios(records: list[dict], path: Path) -> Path | None:
     import matplotlib
 
@@ -291,8 +325,12 @@ def plot_ratios(records: list[dict], path: Path) -> Path | None:
     for i, (label, pts) in enumerate(series):
         xs = [sizes.index(p[1]) + (i - (len(series) - 1) / 2) * width for p in pts]
         bars = ax.bar(xs, [p[4] for p in pts], width, label=label)
+        mins = [(x, p[5]) for x, p in zip(xs, pts) if p[5]]
+        ax.plot([x for x, _ in mins], [m for _, m in mins], "k_", ms=10, mew=1.5,
+                label="ratio of minima" if i == 0 else None)
         for bar, p in zip(bars, pts):
-            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{p[4]:.1f}\nb{p[3]}", ha="center",
+            top = max(bar.get_height(), p[5] or 0) + 0.04
+            ax.text(bar.get_x() + bar.get_width() / 2, top, f"{p[4]:.1f}\nb{p[3]}", ha="center",
                     va="bottom", fontsize=6)
     ax.axhspan(*PAPER_RATIO, color="grey", alpha=0.15, label="paper: 4-6x (inference)")
     ax.axhline(1.0, color="k", lw=0.8)
@@ -422,6 +460,7 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
             if "skipped" in d:
                 L.append(f"- input pipeline of `{d['recipe']}`: {d['skipped']}")
         L += _findings(rec)
+        L += _repeatability(rec, results_dir)
         skipped = [c for c in rec["cells"] if "skipped" in c]
         if skipped:
             L += ["", "### Cells not measured", ""]
@@ -430,7 +469,7 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
     if chart is not None:
         L += ["", "## Latency ratios", "", f"![ME-NeSt-Ghost / EfficientNet-V2 latency]({chart.relative_to(doc.parent)})",
               "", "Bars: median latency of ME-NeSt-Ghost over EfficientNet-V2 of the same size in the same cell "
-              "(batch size under each bar); the grey band is the paper's 4-6x."]
+              "(batch size under each bar), black ticks the ratio of the fastest steps; the grey band is the paper's 4-6x."]
     if not any(r["device"] == "cuda" for r in records):
         L += ["", "## GPU", "", (
             "**GPU tables are pending**: this page was generated on a machine without a GPU. On a CUDA machine run "
