@@ -131,6 +131,20 @@ def test_report_marks_corrupt_runs_and_other_datasets(tmp_path, capsys):
     assert [r["comparable"] for r in data["ghostmixnet"] if r["run"]] == [False]
 
 
+def test_report_copies_trainer_curves_when_metrics_are_missing(tmp_path):
+    run = make_run(tmp_path, "xl_run", "menest_ghost_xl", results={
+        "model": "menest_ghost_xl", "dataset": "cifar100_128", "params": 186_000_000, "test_top1": 70.5,
+        "test_top5": 90.0, "best_epoch": 9, "epochs": 10})
+    (run / "metrics.csv").unlink()
+    png = b"\x89PNG\r\n\x1a\nnot really a plot"
+    (run / "curves.png").write_bytes(png)
+    out = tmp_path / "out"
+    res = write_report([run], out)
+    assert (out / "curves" / "xl_run.png").read_bytes() == png and len(res["curves"]) == 1
+    row = table_row((out / "table.md").read_text(), "ME-NeSt-Ghost-XL")
+    assert row[OURS] == "70.50%" and "**problem**: metrics.csv missing" in row[9] and row[7] == ""
+
+
 def test_report_bad_arguments(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
