@@ -143,8 +143,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
         cfg = resolve_config(args.recipe or "quickstart", overrides)
         res = train(cfg, out=args.out, device=args.device, progress=not args.quiet)
-    print(f"{res['run_dir']}: {res['model']} on {res['dataset']}, test top-1 {res['test_top1']:.2f}% "
-          f"top-5 {res['test_top5']:.2f}% (best epoch {res['best_epoch']}/{res['epochs']})")
+    if "signal" in res:  # SIGTERM (preemption) saved a checkpoint: a clean exit; SIGINT (Ctrl-C): 130, as usual
+        return 0 if res["signal"] == "SIGTERM" else 130
+    if res.get("rank", 0) == 0:  # under torchrun only rank 0 reports
+        print(f"{res['run_dir']}: {res['model']} on {res['dataset']}, test top-1 {res['test_top1']:.2f}% "
+              f"top-5 {res['test_top5']:.2f}% (best epoch {res['best_epoch']}/{res['epochs']})")
     return 0
 
 
@@ -152,7 +155,9 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model with a paper recipe into a run directory (see `ghostnest recipes`)",
         description="Train with a recipe (a paper experiment, `ghostnest recipes`) and write RUN_DIR/config.yaml, "
-        "metrics.csv, last/best checkpoints, results.json and curves.png. See docs/training.md.")
+        "metrics.csv, last/best checkpoints, results.json and curves.png. See docs/training.md. On many GPUs: "
+        "torchrun --nproc_per_node N -m ghostnest train ... (docs/distributed.md). SIGTERM saves a checkpoint and "
+        "exits 0, Ctrl-C saves and exits 130; --resume continues.")
     p.add_argument("--recipe", default=None, help="recipe name or path to a .yaml (default: quickstart)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set epochs=5 --set model=efficientnetv2_s "

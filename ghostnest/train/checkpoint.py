@@ -1,72 +1,42 @@
 """Checkpoints: weights as safetensors (with everything needed to rebuild and feed the model in its metadata),
-optimizer/scheduler/RNG/epoch state in a torch file beside them. Every write is atomic: temp file, fsync,
-``os.replace``; a crash leaves the previous file whole.
+optimizer/scheduler/RNG/epoch state in a torch file beside them. Every write is atomic (temp file, fsync,
+``os.replace``: :func:`ghostnest.fileio.atomic_path`, the one helper all writers share); a crash leaves the
+previous file whole.
 
 Run-directory files written here: ``last.safetensors`` + ``last.state.pt`` (after every epoch) and
 ``best.safetensors`` (best validation top-1 so far).
 """
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (the writers use these)
+
 META_KEY = "ghostnest"
 FORMAT = 1
 REQUIRED_META = ("model", "model_kwargs", "num_classes", "classes", "input_size", "mean", "std")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-folder temp file, fsync, rename, fsync of the folder)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
     """Model weights + ``meta`` (model name/kwargs, classes, input size, mean/std, ...) as one safetensors file."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {missing}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={META_KEY: json.dumps({"format": FORMAT, **meta})}))
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={META_KEY: json.dumps({"format": FORMAT, **meta})})
 
 
 def save_state(path: str | Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    """Optimizer, scheduler, RNG, epoch/step and (since resumes read it alone) the model weights, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

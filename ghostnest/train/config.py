@@ -60,6 +60,10 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None  # CPU threads for this run (None: PyTorch's default, one per core)
     seed: int = 0
+    # distributed (torchrun) and faults; see docs/distributed.md. batch_size above is the global batch
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
+    dist_timeout: float = 600.0  # seconds a collective may wait for a peer before the rank fails
+    checkpoint_steps: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends and on SIGTERM)
 
 
 CHOICES = {
@@ -219,6 +223,10 @@ def config_from_dict(data: dict) -> TrainConfig:
         raise ValueError(f"workers={cfg.workers} must be >= 0")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads={cfg.threads} must be a positive integer or null")
+    if cfg.dist_timeout <= 0:
+        raise ValueError(f"dist_timeout={cfg.dist_timeout} must be > 0 (seconds)")
+    if cfg.checkpoint_steps < 0:
+        raise ValueError(f"checkpoint_steps={cfg.checkpoint_steps} must be >= 0 (0: at epoch ends only)")
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
     for i, op in enumerate(cfg.augment):

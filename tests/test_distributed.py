@@ -1,0 +1,198 @@
+"""Data-parallel training on CPU (gloo): two ranks stay identical and equal one process with the same global
+batch; torchrun runs the real command with only rank 0 writing; a checkpoint resumes at another world size; a rank
+that dies takes the others down instead of leaving them hanging."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from ghostnest.train import checkpoint as ckpt
+from ghostnest.train import loop, resolve_config, train
+
+TINY = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1, "drop_rate": 0.0}
+TINY_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
+PYTHON = sys.executable
+CREATE_MODEL = loop.create_model
+
+
+def config(**extra):
+    base = {"recipe": "tiny", "model": "ghostmixnet", "model_kwargs": TINY,
+            "dataset": "fake:classes=4,size=16,train=96,test=32", "val_fraction": 0.25, "workers": 0,
+            "epochs": 2, "batch_size": 16, "lr": 3e-3, "weight_decay": 1e-3, "label_smoothing": 0.1, "threads": 1}
+    return resolve_config({**base, **extra})
+
+
+def rows(run):
+    with open(Path(run) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_norm_instead_of_batch_norm(model: nn.Module) -> nn.Module:
+    """Per-sample normalisation: a model whose gradient on a batch is exactly the mean of its halves' gradients.
+
+    BatchNorm's batch statistics make a rank's half batch differ from the whole one (SyncBatchNorm fixes that, but
+    PyTorch runs it on GPUs only), so the CPU equivalence test swaps it for GroupNorm(1, C)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(model, name, nn.GroupNorm(1, child.num_features))
+        else:
+            group_norm_instead_of_batch_norm(child)
+    return model
+
+
+def _capture_models(exact: bool) -> list:
+    """Patch the loop's model factory to keep (and optionally de-BatchNorm) the model it trains."""
+    built = []
+
+    def create(*args, **kwargs):
+        model = CREATE_MODEL(*args, **kwargs)
+        built.append(group_norm_instead_of_batch_norm(model) if exact else model)
+        return model
+
+    loop.create_model = create
+    return built
+
+
+def _rank_worker(rank: int, out: str, port: int) -> None:
+    """One of two ranks: joins a gloo group (the caller-made-group path of ``setup``) and trains twice."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for name, exact in (("exact", True), ("batchnorm", False)):
+            built = _capture_models(exact)
+            train(config(), Path(out) / name, device="cpu", progress=False)
+            if rank == 1:  # (rank 0 ends by loading best.safetensors for the test set; its last.* are on disk)
+                torch.save(built[-1].state_dict(), Path(out) / f"{name}-rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.start_processes(_rank_worker, args=(str(out), free_port()), nprocs=2, start_method="spawn")
+    return out
+
+
+def last_weights(run):
+    return ckpt.read_checkpoint(Path(run) / "last.safetensors")[0]
+
+
+def test_two_ranks_equal_one_process_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "create_model", lambda *a, **k: group_norm_instead_of_batch_norm(CREATE_MODEL(*a, **k)))
+    train(config(), tmp_path / "one", device="cpu", progress=False)  # 1 process, batch 16 vs 2 ranks x 8
+    one = last_weights(tmp_path / "one")
+    r0 = last_weights(two_ranks / "exact")  # rank 0 writes; rank 1 kept its own copy
+    r1 = torch.load(two_ranks / "exact-rank1.pt", weights_only=True)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # DDP keeps the replicas bit-identical
+    torch.manual_seed(0)  # the run's seed: its initial weights
+    init = group_norm_instead_of_batch_norm(CREATE_MODEL("ghostmixnet", num_classes=4, **TINY)).state_dict()
+    moved = max((r0[k] - init[k]).abs().max().item() for k in r0)
+    diff = max((r0[k] - one[k]).abs().max().item() for k in r0)
+    assert moved > 1e-3 and diff < 1e-5, (moved, diff)  # trained, and the same training as one process
+    a, b = rows(tmp_path / "one"), rows(two_ranks / "exact")
+    assert [r["epoch"] for r in b] == ["1", "2"]
+    for key in ("train_loss", "val_loss", "val_top1"):  # metrics reduced over the ranks = the one-process ones
+        assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-5), key
+    res = json.loads((two_ranks / "exact" / "results.json").read_text())
+    assert res["world_size"] == 2 and res["global_batch"] == 16
+
+
+def test_batchnorm_replicas_stay_identical(two_ranks):
+    r0 = last_weights(two_ranks / "batchnorm")
+    r1 = torch.load(two_ranks / "batchnorm-rank1.pt", weights_only=True)
+    assert any("running_mean" in k for k in r0)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # weights and BatchNorm statistics
+
+
+def test_ranks_share_each_global_batch_exactly():
+    from ghostnest.data import load_dataset
+    from ghostnest.train.distributed import ShardedBatches
+
+    split = load_dataset("fake:classes=4,size=8,train=50,test=8").train
+    split.labels = torch.arange(len(split))  # a batch's labels name its images
+    one = ShardedBatches(split, (), 12, None, 0, torch.device("cpu"))
+    ranks = [ShardedBatches(split, (), 12, None, 0, torch.device("cpu"), rank=r, world=3) for r in range(3)]
+    assert len(one) == 4 and [len(b) for b in ranks] == [4, 4, 4]
+    for epoch in (0, 1):
+        whole = [y.tolist() for _, y in one.epoch(epoch)]
+        parts = [[y.tolist() for _, y in b.epoch(epoch)] for b in ranks]
+        assert all(len(p[i]) == 4 for p in parts for i in range(4))
+        assert [sorted(sum((p[i] for p in parts), [])) for i in range(4)] == [sorted(w) for w in whole]
+        assert [y.tolist() for _, y in ranks[1].epoch(epoch, skip=3)] == parts[1][3:]  # a resumed epoch
+    assert whole != [y.tolist() for _, y in one.epoch(0)]  # set_epoch reshuffles
+    with pytest.raises(ValueError, match="batch_size=12 is the global batch and must divide evenly over the 5"):
+        ShardedBatches(split, (), 12, None, 0, torch.device("cpu"), rank=0, world=5)
+
+
+def torchrun(*args, nproc=2):
+    return [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(free_port()), "-m", "ghostnest", "train", *args]
+
+
+TRAIN_ARGS = ["--set", TINY_SET, "--set", "dataset=fake:classes=4,size=16,train=96,test=32", "--set",
+              "batch_size=16", "--set", "val_fraction=0.25", "--set", "workers=0", "--set", "threads=1",
+              "--device", "cpu", "--quiet"]
+
+
+def test_torchrun_cli_and_resume_at_another_world_size(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(torchrun(*TRAIN_ARGS, "--set", "epochs=2", "--out", str(run)), capture_output=True,
+                       text=True, timeout=240, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("test top-1") == 1  # one report, from rank 0
+    assert sorted(x.name for x in run.iterdir()) == ["best.safetensors", "config.yaml", "curves.png",
+                                                     "last.safetensors", "last.state.pt", "metrics.csv",
+                                                     "results.json"]
+    assert [r["epoch"] for r in rows(run)] == ["1", "2"]
+    assert json.loads((run / "results.json").read_text())["world_size"] == 2
+    state = torch.load(run / "last.state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["epoch"] == 2
+    # written by 2 ranks, continued by 1 process (batch 16 = 1 x 16 now)
+    res = train(None, resume=run, device="cpu", progress=False, resume_epochs=3)
+    assert res["world_size"] == 1 and [r["epoch"] for r in rows(run)] == ["1", "2", "3"]
+
+
+def test_a_dead_rank_stops_the_others(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        torchrun(*TRAIN_ARGS, "--set", "dataset=fake:classes=4,size=16,train=1500,test=32", "--set", "epochs=50",
+                 "--out", str(run)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (run / "last.state.pt").exists():
+            assert proc.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.1)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[-1]), signal.SIGKILL)  # rank 1 dies without a word
+        t0 = time.time()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and time.time() - t0 < 60
+    assert "error: rank 0 lost contact with the other processes" in err or "SIGTERM" in err, err[-2000:]
+    state = torch.load(run / "last.state.pt", weights_only=True)  # the checkpoint survived
+    assert state["epoch"] >= 1
