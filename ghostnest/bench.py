@@ -638,10 +638,14 @@ def format_table(rows: list[dict]) -> str:
             f"{r['min_ms']:>8.1f}-{r['max_ms']:<8.1f} {r['images_per_s']:>9.1f} {mem:>9} {r['ratio_to_first']:>6.2f}"
         )
     r0 = rows[0]
+    extras = [x for x, on in (("channels_last", r0["channels_last"]), ("torch.compile", r0["compiled"]),
+                              ("fused", r0["fused"])) if on]
+    first = ", ".join(f"{r['name']} {r['first_call_ms'] / 1e3:.1f} s" for r in rows)
     lines.append(
-        f"mode {r0['mode']}, device {r0['device']}, {r0['dtype']}, input {r0['input_size']}, batch {r0['batch']}, "
-        f"{r0['num_classes']} classes, {r0['repeats']} interleaved rounds after {r0['warmup']} warm-up, "
-        f"{r0['threads']} threads; GFLOPs per image (forward); peak memory: {r0['mem_kind']}; "
-        "ratio = median / first model's median"
+        f"mode {r0['mode']}, device {r0['device']}, {r0['dtype']}{''.join(', ' + x for x in extras)}, "
+        f"input {r0['input_size']}, batch {r0['batch']}, {r0['num_classes']} classes, {r0['repeats']} interleaved "
+        f"rounds after {r0['warmup']} warm-up, {r0['threads']} thread{'s' if r0['threads'] != 1 else ''}; "
+        f"GFLOPs per image (forward); peak memory: {r0['mem_kind']}; ratio = median / first model's median"
+        + (f"; first call (compile): {first}" if r0["compiled"] else "")
     )
     return "\n".join(lines)

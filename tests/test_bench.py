@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ghostnest import create_model
-from ghostnest.bench import RESULT_KEYS, _make_step, _percentile, bench_models
+from ghostnest.bench import RESULT_KEYS, _make_step, _percentile, bench_models, format_table
 from ghostnest.cli import main
 
 TINY = dict(depths=(1, 1, 1), widths=(8, 16, 32), stem_width=8)
@@ -44,6 +44,9 @@ def test_bench_infer_two_tiny_models():
     assert rows[0]["params"] < 100_000
     # plain 3x3 convolutions cost more than Ghost modules of the same widths
     assert rows[1]["gflops"] > rows[0]["gflops"]
+    text = format_table(rows)
+    assert text.splitlines()[1].startswith("ghostmixnet ") and "ghostmixnet_resnet" in text
+    assert "batch 4" in text and "3 interleaved rounds" in text and "compile" not in text
 
 
 def test_bench_train_mode_and_options():
