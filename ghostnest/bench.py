@@ -350,14 +350,16 @@ def bench_models(
         torch.set_num_threads(threads)
     try:
         return _run(
-            names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
-            num_classes, dict(model_kwargs or {}), fuse, seed, progress or (lambda _msg: None),
+            names=names, infos=infos, input_size=input_size, batch=batch, mode=mode, dev=dev, dtype=dtype,
+            tdtype=tdtype, channels_last=channels_last, compile=compile, repeats=repeats, warmup=warmup,
+            num_classes=num_classes, kwargs=dict(model_kwargs or {}), fuse=fuse, seed=seed,
+            say=progress or (lambda _msg: None),
         )
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _run(names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
+def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
          num_classes, kwargs, fuse, seed, say) -> list[dict]:
     """The body of :func:`bench_models`, its arguments already checked."""
     gen = torch.Generator().manual_seed(seed)
