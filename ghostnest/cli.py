@@ -129,9 +129,24 @@ def add_report_parser(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
     from .train import resolve_config, train
     from .train.config import parse_overrides
 
+    if args.auto_resume:  # the same command starts a run and, after a preemption or requeue, continues it
+        if args.resume or not args.out:
+            raise ValueError("--auto-resume needs --out RUN_DIR (not --resume): it continues RUN_DIR if it holds a "
+                             "checkpoint, else starts it")
+        run = Path(args.out)
+        if (run / "results.json").is_file():
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(f"{run}: finished earlier (results.json); nothing to do")
+            return 0
+        if (run / "last.state.pt").is_file():
+            epochs = parse_overrides(args.set).get("epochs")
+            args.resume, args.recipe, args.set = args.out, None, [f"epochs={epochs}"] if epochs else []
     if args.resume:
         extra = parse_overrides(args.set)
         if args.recipe or set(extra) - {"epochs"}:
@@ -142,7 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
         cfg = resolve_config(args.recipe or "quickstart", overrides)
-        res = train(cfg, out=args.out, device=args.device, progress=not args.quiet)
+        res = train(cfg, out=args.out, device=args.device, progress=not args.quiet,
+                    restart_unstarted=args.auto_resume)
     if "signal" in res:  # SIGTERM (preemption) saved a checkpoint: a clean exit; SIGINT (Ctrl-C): 130, as usual
         return 0 if res["signal"] == "SIGTERM" else 130
     if res.get("rank", 0) == 0:  # under torchrun only rank 0 reports
@@ -165,6 +181,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<recipe>-<time>)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run where it stopped")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="with --out: continue RUN_DIR if it holds a checkpoint, else start it (for job scripts that "
+                   "are requeued after a preemption; see docs/distributed.md)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=_cmd_train)

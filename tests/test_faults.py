@@ -147,8 +147,8 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-def start(run):
-    return subprocess.Popen([sys.executable, "-m", "ghostnest", "train", *TINY, *LONG, "--out", str(run)],
+def start(run, *extra):
+    return subprocess.Popen([sys.executable, "-m", "ghostnest", "train", *TINY, *LONG, "--out", str(run), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -181,9 +181,10 @@ def test_kill9_mid_epoch_then_resume(tmp_path, uninterrupted):
     assert rows(run) == rows(uninterrupted) and same_weights(run, uninterrupted)
 
 
-def test_sigterm_from_outside_exits_0_and_resumes(tmp_path, uninterrupted):
+def test_sigterm_from_outside_exits_0_and_resumes(tmp_path, uninterrupted, capsys):
+    """A preempted job script, requeued: the same command (with --auto-resume) starts, continues, finishes."""
     run = tmp_path / "run"
-    proc = start(run)
+    proc = start(run, "--auto-resume")
     try:
         wait_for_checkpoint(proc, run)
         proc.send_signal(signal.SIGTERM)
@@ -193,5 +194,15 @@ def test_sigterm_from_outside_exits_0_and_resumes(tmp_path, uninterrupted):
     assert proc.returncode == 0, err[-2000:]
     assert "SIGTERM: saved a checkpoint at" in err and f"ghostnest train --resume {run}" in err
     assert not (run / "results.json").exists()
-    assert main(["train", "--resume", str(run), "--quiet", "--device", "cpu"]) == 0
+    assert main(["train", *TINY, *LONG, "--out", str(run), "--auto-resume"]) == 0
     assert rows(run) == rows(uninterrupted) and same_weights(run, uninterrupted)
+    capsys.readouterr()
+    assert main(["train", *TINY, *LONG, "--out", str(run), "--auto-resume"]) == 0  # requeued once too often
+    assert "finished earlier" in capsys.readouterr().out and rows(run) == rows(uninterrupted)
+    # killed before its first checkpoint: config.yaml alone; --auto-resume starts it again (without: refused)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert main(["train", *TINY, *LONG, "--set", "epochs=1", "--out", str(fresh)]) == 2
+    assert main(["train", *TINY, *LONG, "--set", "epochs=1", "--out", str(fresh), "--auto-resume"]) == 0
+    assert [r["epoch"] for r in rows(fresh)] == ["1"]

@@ -176,22 +176,23 @@ def _diverged(what: str, run: Path, rows: list[dict]) -> TrainingDiverged:
 
 def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device: str = "auto",
           resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None,
-          resume_epochs: int | None = None) -> dict:
+          resume_epochs: int | None = None, restart_unstarted: bool = False) -> dict:
     """Train ``cfg`` into run directory ``out`` (or continue the run in ``resume``); returns results.json's dict.
 
     Under torchrun (``RANK``/``WORLD_SIZE`` set) every process calls this; they train together with DDP and only
     rank 0 writes. SIGTERM/SIGINT save a checkpoint at the next step boundary and return
     ``{"stopped_at": epoch, "step": k, "signal": "SIGTERM", ...}``. ``stop_after=k`` stops cleanly after epoch k
-    (used to test ``resume``).
+    (used to test ``resume``). ``restart_unstarted`` lets ``out`` be a run that never finished a checkpoint
+    (``--auto-resume``: a job killed in its first epoch starts again).
     """
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, out, device, resume, progress, stop_after, resume_epochs)
+        return _train(cfg, out, device, resume, progress, stop_after, resume_epochs, restart_unstarted)
     finally:
         torch.set_num_threads(threads)  # a recipe's `threads` applies to its run only
 
 
-def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dict:
+def _train(cfg, out, device, resume, progress, stop_after, resume_epochs, restart_unstarted) -> dict:
     # --- run directory and configuration (read by every rank; nothing is written yet) ------------------------
     if resume is not None:
         run = Path(resume)
@@ -205,7 +206,7 @@ def _train(cfg, out, device, resume, progress, stop_after, resume_epochs) -> dic
             raise ValueError(f"{run} has finished (results.json exists); to train longer pass --set epochs=N")
     else:
         run = Path(out) if out is not None else default_run_dir(cfg.recipe)
-        if (run / "config.yaml").exists():
+        if (run / "config.yaml").exists() and not (restart_unstarted and not (run / "last.state.pt").exists()):
             raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     d = setup(device, cfg.dist_timeout)  # one process, or this rank of torchrun's group
     try:
