@@ -256,17 +256,48 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="classify image files with a checkpoint -> CSV (ID,label,name,confidence)",
+    p = sub.add_parser("predict", help="classify images with a checkpoint or .onnx file -> CSV (ID,label,name,confidence)",
                        description="Classify images with the preprocessing stored in the checkpoint.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint or a run directory")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint, a run directory, or an exported .onnx file")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_predict)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    batch = args.batch if args.batch == "dynamic" else _positive_int(args.batch, "--batch")
+    path = export(args.source, args.format, args.out, args.input, batch)
+    print(f"wrote {path} ({args.format}, batch {batch})")
+    return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{flag} {text!r} must be 'dynamic' or a positive integer")
+    return value
+
+
+def add_export_parser(sub) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export or safetensors")
+    p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
+    p.add_argument("--input", type=int, default=None, help="input size (default: the checkpoint's or model's)")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.set_defaults(func=_cmd_export)
+
+
 COMMANDS = [add_models_parser, add_bench_parser, add_report_parser, add_train_parser, add_recipes_parser,
-            add_eval_parser, add_predict_parser]
+            add_eval_parser, add_predict_parser, add_export_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

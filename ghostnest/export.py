@@ -126,3 +126,55 @@ class OnnxClassifier:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().float().contiguous().cpu().numpy()})[0]
         return torch.from_numpy(out)
+
+
+def load_for_export(source: str | Path, input_size: int | None = None) -> tuple[nn.Module, dict]:
+    """A checkpoint (``.safetensors`` or run directory) or a registered model name -> (eval model, metadata).
+
+    A checkpoint carries its own metadata (model, classes, input size, mean/std). A model *name* gives an untrained
+    model (useful to measure a runtime) with numbered classes and the normalisation of its paper's data set.
+    """
+    from .registry import create_model, model_info, unknown_model_error
+    from .train.checkpoint import load_checkpoint
+
+    path = Path(source)
+    if path.exists():
+        model, meta = load_checkpoint(path)
+        meta = {k: v for k, v in meta.items() if k != "format"}
+    elif str(source) in _registered_names():
+        from .data.datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+
+        info = model_info(str(source))
+        model = create_model(info.name, num_classes=info.num_classes).eval()
+        cifar10 = info.num_classes == 10
+        meta = {
+            "model": info.name,
+            "model_kwargs": {},
+            "num_classes": info.num_classes,
+            "classes": [str(i) for i in range(info.num_classes)],
+            "input_size": info.input_size,
+            "mean": list(CIFAR10_MEAN if cifar10 else CIFAR100_MEAN),
+            "std": list(CIFAR10_STD if cifar10 else CIFAR100_STD),
+            "dataset": None,
+            "trained": False,
+        }
+    else:
+        hint = str(unknown_model_error(str(source))).replace("unknown model", "no such model")
+        raise ValueError(f"{source} is neither a checkpoint file nor a run directory, and {hint}")
+    if input_size:
+        meta["input_size"] = int(input_size)
+    return model.eval(), meta
+
+
+def _registered_names() -> list[str]:
+    from .registry import list_models
+
+    return list_models()
+
+
+def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None = None,
+           batch: int | str = "dynamic") -> Path:
+    """``ghostnest export``: load ``source`` (checkpoint, run directory or model name) and export it."""
+    _check_format(fmt)
+    model, meta = load_for_export(source, input_size)
+    return export_model(model, fmt, out, int(meta.pop("input_size")), meta, batch)

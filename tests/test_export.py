@@ -5,6 +5,7 @@ from safetensors.torch import load_file
 
 import ghostnest
 from ghostnest.export import OnnxClassifier, export_model, read_metadata
+from helpers import calibrate_bn
 
 META = {"model": "ghostmixnet", "class_names": [f"c{i}" for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3}
 
@@ -80,3 +81,114 @@ def test_read_metadata_errors(tmp_path):
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(ValueError, match="not a readable exported model"):
         read_metadata(bad)
+
+
+# --- the `export` command on a real (tiny) training run, and `predict` on the exported file ------------------------
+
+TINY = ["--set", "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}",
+        "--set", "dataset=fake:classes=4,size=16,train=48,test=16", "--set", "batch_size=16",
+        "--set", "val_fraction=0.25", "--set", "workers=0", "--set", "epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from ghostnest.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "run"
+    assert main(["train", "--recipe", "quickstart", *TINY, "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    return out
+
+
+def test_export_checkpoint_carries_its_metadata_and_predicts_the_same(run, tmp_path, capsys):
+    import csv
+
+    from PIL import Image
+
+    from ghostnest.cli import main
+    from ghostnest.train.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(run)
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    exported = read_metadata(onnx_path)
+    for key in ("model", "model_kwargs", "num_classes", "classes", "input_size", "mean", "std"):
+        assert exported[key] == meta[key], key
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxClassifier(onnx_path)(x), model(x), atol=1e-4, rtol=1e-4)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(5):
+        pixels = torch.randint(0, 256, (20, 20, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(images / f"img{i}.png")
+    assert main(["predict", str(run), str(images), "--out", str(tmp_path / "torch.csv"), "--device", "cpu"]) == 0
+    assert main(["predict", str(onnx_path), str(images), "--out", str(tmp_path / "onnx.csv")]) == 0
+    ours = list(csv.DictReader(open(tmp_path / "torch.csv")))
+    theirs = list(csv.DictReader(open(tmp_path / "onnx.csv")))
+    assert len(ours) == 5 and [r["ID"] for r in ours] == [r["ID"] for r in theirs]
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert abs(float(a["confidence"]) - float(b["confidence"])) < 1e-4
+
+
+def test_export_torch_and_safetensors_from_a_run(run, tmp_path):
+    from ghostnest.cli import main
+
+    assert main(["export", str(run), "--format", "torch-export", "--out", str(tmp_path / "m.pt2"), "--batch", "2"]) == 0
+    program = torch.export.load(str(tmp_path / "m.pt2"))
+    assert program.module()(torch.randn(2, 3, 16, 16)).shape == (2, 4)
+    assert main(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "w.safetensors")]) == 0
+    assert read_metadata(tmp_path / "w.safetensors")["num_classes"] == 4
+
+
+def test_export_by_model_name_and_errors(tmp_path, capsys):
+    from ghostnest.cli import main
+
+    out = tmp_path / "g.safetensors"
+    assert main(["export", "ghostmixnet", "--format", "safetensors", "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["model"] == "ghostmixnet" and meta["input_size"] == 32 and meta["trained"] is False
+    capsys.readouterr()
+
+    assert main(["export", "ghostmixnett", "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ghostmixnett is neither a checkpoint") and "Did you mean: ghostmixnet" in err
+    assert main(["export", "ghostmixnet", "--format", "onnx", "--batch", "0", "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "--batch '0' must be 'dynamic' or a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse rejects an unsupported format before anything runs
+        main(["export", "ghostmixnet", "--format", "tflite", "--out", str(tmp_path / "z.tflite")])
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.safetensors"]  # no partial files
+
+
+def test_export_checkpoint_of_unknown_model_is_a_clear_error(run, tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from ghostnest.cli import main
+
+    src = run / "best.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(src), "pt") as f:
+        meta = json.loads(f.metadata()["ghostnest"])
+    meta["model"] = "resnet9000"
+    forged = tmp_path / "forged.safetensors"
+    save_file(load_file(str(src)), str(forged), metadata={"ghostnest": json.dumps(meta)})
+    assert main(["export", str(forged), "--format", "onnx", "--out", str(tmp_path / "f.onnx")]) == 2
+    assert "unknown model 'resnet9000'" in capsys.readouterr().err
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def test_menest_ghost_s_onnx_parity(tmp_path):
+    torch.manual_seed(0)
+    model = calibrate_bn(ghostnest.create_model("menest_ghost_s", num_classes=100), 64)
+    path = export_model(model, "onnx", tmp_path / "s.onnx", 64, {"model": "menest_ghost_s"})
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.std() > 1e-2  # a real signal
+    torch.testing.assert_close(OnnxClassifier(path)(x), expected, atol=1e-4, rtol=1e-4)

@@ -100,13 +100,20 @@ def _image_files(inputs: list[str]) -> list[tuple[str, Path]]:
 @torch.no_grad()
 def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predictions.csv", device: str = "auto",
             batch_size: int = 64) -> list[dict]:
-    """Classify image files with a checkpoint; writes ``ID,label,name,confidence`` rows to ``out`` (atomically).
+    """Classify image files with a checkpoint or an exported ``.onnx`` file; writes ``ID,label,name,confidence``
+    rows to ``out`` (atomically).
 
     Every image is resized (bicubic, antialiased) to the checkpoint's ``input_size`` and normalised with its
     ``mean``/``std``: the preprocessing of its training run.
     """
     dev = pick_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
+    if Path(checkpoint).suffix == ".onnx":  # an exported model, run by onnxruntime on the CPU
+        from ..export import OnnxClassifier
+
+        model, dev = OnnxClassifier(checkpoint), torch.device("cpu")
+        meta = model.metadata
+    else:
+        model, meta = load_checkpoint(checkpoint, dev)
     files = _image_files(inputs)
     size = int(meta["input_size"])
     norm = Normalize(meta["mean"], meta["std"], size, dev)

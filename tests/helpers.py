@@ -1,0 +1,19 @@
+"""Shared test utilities."""
+import torch
+
+
+def calibrate_bn(model: torch.nn.Module, size: int, batches: int = 2, batch: int = 16) -> torch.nn.Module:
+    """Give every BN running statistics of image-like inputs (per-image brightness and contrast vary), so the
+    eval-mode network is well conditioned. A fresh network in eval mode shrinks its signal to ~1e-7 (any parity
+    check would pass trivially), and statistics from a few pure-noise images leave the attention BNs, which see
+    one pooled value per image, so ill-conditioned that float32 and float64 disagree by percents."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(batches):
+            x = torch.randn(batch, 3, size, size, generator=gen)
+            model(x * (0.5 + torch.rand(batch, 1, 1, 1, generator=gen)) + torch.randn(batch, 3, 1, 1, generator=gen))
+    return model.eval()
