@@ -133,13 +133,15 @@ def test_ranks_share_each_global_batch_exactly():
     one = ShardedBatches(split, (), 12, None, 0, torch.device("cpu"))
     ranks = [ShardedBatches(split, (), 12, None, 0, torch.device("cpu"), rank=r, world=3) for r in range(3)]
     assert len(one) == 4 and [len(b) for b in ranks] == [4, 4, 4]
-    for epoch in (0, 1):
+    for epoch in (5, 6):
         whole = [y.tolist() for _, y in one.epoch(epoch)]
         parts = [[y.tolist() for _, y in b.epoch(epoch)] for b in ranks]
         assert all(len(p[i]) == 4 for p in parts for i in range(4))
         assert [sorted(sum((p[i] for p in parts), [])) for i in range(4)] == [sorted(w) for w in whole]
         assert [y.tolist() for _, y in ranks[1].epoch(epoch, skip=3)] == parts[1][3:]  # a resumed epoch
-    assert whole != [y.tolist() for _, y in one.epoch(0)]  # set_epoch reshuffles
+    assert whole != [y.tolist() for _, y in one.epoch(5)]  # a new seed, a new order
+    old = torch.randperm(50, generator=torch.Generator().manual_seed(6))  # TrainBatches' order, one process
+    assert whole == [old[i * 12:(i + 1) * 12].tolist() for i in range(4)]
     with pytest.raises(ValueError, match="batch_size=12 is the global batch and must divide evenly over the 5"):
         ShardedBatches(split, (), 12, None, 0, torch.device("cpu"), rank=0, world=5)
 

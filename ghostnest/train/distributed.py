@@ -6,8 +6,9 @@ one process group: ``nccl`` on GPUs (one GPU per process, ``cuda:LOCAL_RANK``), 
 variables training runs in one process, as before. See docs/distributed.md.
 
 - The recipe's ``batch_size`` is the **global** batch: each of the N ranks takes ``batch_size / N`` images of every
-  step. :class:`ShardedBatches` deals them out with ``DistributedSampler`` (seeded with the run's seed, re-seeded
-  per epoch with ``set_epoch``), so the union of the ranks' batch *i* is exactly the one-process batch *i*.
+  step. :class:`ShardedBatches` deals them out with ``DistributedSampler`` (re-seeded every epoch with
+  ``set_epoch``, from the run's seed and the epoch), so the union of the ranks' batch *i* is exactly the
+  one-process batch *i*.
 - Small control messages (the stop flag, metric sums, RNG states) travel on a CPU ``gloo`` group, so reading them
   never stalls the GPU stream.
 - :class:`StopRequest` turns SIGTERM (a preempted cluster job) and SIGINT (Ctrl-C) into a flag that the loop reads
@@ -150,15 +151,16 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Dist:
 
 
 class ShardedBatches(TrainBatches):
-    """This rank's share of every global training batch, deterministic in (seed, epoch).
+    """This rank's share of every global training batch, deterministic in the epoch's seed.
 
-    ``DistributedSampler(num_replicas=world, rank=rank, seed=seed)`` shuffles one order per epoch (``set_epoch``)
-    and deals it out round-robin, so the ranks' batch *i* together hold exactly the images of the one-process
-    batch *i* of ``global_batch`` images, at any world size (one process is the ``world=1`` case).
+    ``DistributedSampler(num_replicas=world, rank=rank)`` shuffles one order per epoch (``set_epoch(seed)``: the
+    permutation is ``randperm`` seeded with ``seed``, the same on every rank) and deals it out round-robin, so the
+    ranks' batch *i* together hold exactly the images of the one-process batch *i* of ``global_batch`` images, at
+    any world size (one process is the ``world=1`` case, with the order of :class:`TrainBatches`).
     """
 
     def __init__(self, split, sizes, global_batch: int, augment, workers: int, device: torch.device,
-                 rank: int = 0, world: int = 1, seed: int = 0):
+                 rank: int = 0, world: int = 1):
         if global_batch % world:
             raise ValueError(f"batch_size={global_batch} is the global batch and must divide evenly over the "
                              f"{world} processes; choose a multiple of {world} (e.g. --set batch_size="
@@ -166,16 +168,16 @@ class ShardedBatches(TrainBatches):
         super().__init__(split, sizes, global_batch // world, augment, workers, device)
         self.drop_last = len(split) >= global_batch
         self.rank, self.world = rank, world
-        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True,
-                                          seed=seed, drop_last=self.drop_last)
+        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True, seed=0,
+                                          drop_last=self.drop_last)
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int, loader_seed: int = 0, skip: int = 0):
-        """Batches of ``epoch`` from batch ``skip`` on (a resumed epoch). ``loader_seed`` seeds the workers."""
-        self.sampler.set_epoch(epoch)
+    def epoch(self, seed: int, loader_seed: int = 0, skip: int = 0):
+        """The epoch shuffled by ``seed``, from batch ``skip`` on (a resumed epoch); ``loader_seed`` seeds workers."""
+        self.sampler.set_epoch(seed)
         batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
         if self.dataset is None:
             for idx in batches[skip:]:

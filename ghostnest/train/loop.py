@@ -248,8 +248,7 @@ def _fit(cfg: TrainConfig, run: Path, d: Dist, stop: StopRequest, resume, progre
     # this rank's share of each global batch (per-image v2 augmentation only where the recipe asks for it)
     augment = build_augment(cfg.augment)
     sizes = resize_steps(data.train.images.shape[-1], data.size, size)
-    batches = ShardedBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, dev, d.rank, d.world,
-                             cfg.seed)
+    batches = ShardedBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, dev, d.rank, d.world)
 
     # --- model, optimizer, schedule --------------------------------------------------------------------------
     try:
@@ -369,7 +368,8 @@ def _fit(cfg: TrainConfig, run: Path, d: Dist, stop: StopRequest, resume, progre
             partial = None
             bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        file=sys.stderr, disable=not progress, dynamic_ncols=True)
-            for images, labels in batches.epoch(epoch, epoch_seed(cfg.seed, epoch) + 2 * d.rank + 1, skip):
+            order_seed, worker_seed = epoch_seed(cfg.seed, epoch) + 1, epoch_seed(cfg.seed, epoch) + 2 * d.rank + 1
+            for images, labels in batches.epoch(order_seed, worker_seed, skip):
                 x, y = train_norm(images), labels
                 if mix is not None:
                     x, y = mix(x, y)
