@@ -4,7 +4,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# How MixConv2d runs its groups (issue 7, "speed"); every choice gives the same output (tests/test_speed_paths.py).
+#   "split":  one depthwise convolution per kernel group on a channel slice, outputs concatenated (the plain
+#             reading of seed 000, Figure 2).
+#   "single": all groups in ONE depthwise convolution whose smaller kernels are zero-padded to the largest
+#             (centred, so "same" padding and any stride give identical outputs); no split, no concatenation.
+#   "repeat": for a channel multiplier m > 1, the input channels are repeated m times first, so every group is a
+#             plain depthwise convolution (groups == channels), which oneDNN runs far faster on CPU than a
+#             depthwise convolution with a channel multiplier; groups still split and concatenated.
+#   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"): "single" for m == 1 and
+#             "repeat" for m > 1.
+MIXCONV_IMPLS = ("auto", "split", "single", "repeat")
+_DEFAULT_IMPL = ["auto"]
+
+
+def set_default_mixconv_impl(impl: str) -> str:
+    """Set how MixConv2d modules without their own ``impl`` run (``"auto"`` by default); returns the old value."""
+    if impl not in MIXCONV_IMPLS:
+        raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
+    old, _DEFAULT_IMPL[0] = _DEFAULT_IMPL[0], impl
+    return old
 
 
 def split_channels(channels: int, num_groups: int, partition: str = "equal") -> list[int]:
@@ -80,11 +102,43 @@ class MixConv2d(nn.Module):
             nn.Conv2d(c, c * multiplier, k, stride, padding=k // 2, groups=c, bias=bias)
             for c, k in zip(self.splits, kernel_sizes)
         )
+        self.impl: str | None = None  # None: the process default (set_default_mixconv_impl); not in state_dict
+
+    def resolved_impl(self) -> str:
+        """The implementation this module runs now: its own ``impl``, else the default, with "auto" resolved."""
+        impl = self.impl or _DEFAULT_IMPL[0]
+        if impl not in MIXCONV_IMPLS:
+            raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
+        if impl == "auto":
+            impl = "repeat" if self.multiplier > 1 else "single"
+        if impl == "repeat" and self.multiplier == 1:
+            impl = "split"
+        return impl
+
+    def merged_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight (and bias) of the single depthwise convolution equal to this MixConv: each group's kernel
+        zero-padded (centred) to the largest kernel size, stacked in output-channel order."""
+        kmax = max(self.kernel_sizes)
+        weight = torch.cat([F.pad(c.weight, [(kmax - c.kernel_size[0]) // 2] * 4) for c in self.convs], dim=0)
+        bias = torch.cat([c.bias for c in self.convs]) if self.convs[0].bias is not None else None
+        return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
+        impl = self.resolved_impl()
+        if impl == "single":
+            weight, bias = self.merged_weight()
+            k = weight.shape[-1]
+            return F.conv2d(x, weight, bias, self.stride, k // 2, 1, self.in_channels)
+        if impl == "repeat":
+            m = self.multiplier
+            x = x.repeat_interleave(m, dim=1)
+            return torch.cat([
+                F.conv2d(part, conv.weight, conv.bias, self.stride, conv.padding, 1, part.shape[1])
+                for conv, part in zip(self.convs, x.split([c * m for c in self.splits], dim=1))
+            ], dim=1)
         return torch.cat([conv(part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
 
     def extra_repr(self) -> str:
-        return f"splits={self.splits}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, multiplier={self.multiplier}"
+        return f"impl={self.impl or _DEFAULT_IMPL[0]}, splits={self.splits}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, multiplier={self.multiplier}"

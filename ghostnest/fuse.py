@@ -1,0 +1,216 @@
+"""Inference fusion (issue 7, "speed"): :func:`fuse` returns an eval-only copy of a model with every BatchNorm that
+directly follows a convolution folded into it, every MixConv merged into as few convolutions as measured fastest,
+and Mish computed by one compiled kernel. Outputs equal the unfused model's in eval mode within float32 rounding
+(tests/test_fuse.py compares them at 1e-4 on calibrated networks).
+
+What is folded, and where (each pair is a convolution whose output feeds the BN and nothing else):
+
+- ``nn.Sequential``: any convolution directly followed by a BN (ME-NeSt-Ghost's stem and head, the Ghost modules'
+  primary and cheap operations, seed 000 section 3.2.1; shortcut projections).
+- ME-NeSt-Ghost blocks (seed 000, sections 3.1 and 3.2): the MixConv and the BN after it; the Split-Attention's
+  first 1x1 convolution and its BN (section 3.1.2).
+- GhostMixNet blocks (seed 004): a plain convolution and its BN (the "ResNet" ablation rows); a linear Ghost
+  module and the block BN after it, folded into both of its parts (:class:`~ghostnest.layers.fused.FusedGhostModule`).
+  The BN after the *activated* Ghost module (``conv1 -> bn1``) follows a ReLU and stays.
+- timm's EfficientNet-V2 (the baselines): stem, head and every block's convolution/``BatchNormAct2d`` pair; the
+  BN is replaced by its activation. So both sides of a comparison get the same treatment.
+
+A MixConv (seed 000, section 3.1.1) with BN folded becomes one depthwise ``nn.Conv2d`` with zero-padded kernels
+where its implementation resolves to ``"single"`` (channel multiplier 1 by default), and otherwise stays a
+:class:`~ghostnest.layers.MixConv2d` pinned to its implementation with the BN folded into each group's bias.
+"""
+from __future__ import annotations
+
+import copy
+import types
+
+import torch
+from torch import nn
+
+from .layers.fused import FastMish, FusedGhostModule
+from .layers.ghost import GhostModule
+from .layers.mixconv import MixConv2d
+
+__all__ = ["fuse", "fold_bn_into_conv", "use_fast_mish"]
+
+
+def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale, shift`` with ``bn(x) == scale * x + shift`` in eval mode (computed in float64)."""
+    var = bn.running_var.double()
+    mean = bn.running_mean.double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    return scale, shift
+
+
+def fold_bn_into_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """Fold the per-output-channel affine ``scale * conv(x) + shift`` into ``conv`` (in place; returns it)."""
+    dtype = conv.weight.dtype
+    w = conv.weight.detach().double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(shift)
+    b = b * scale + shift
+    conv.weight = nn.Parameter(w.to(dtype), requires_grad=False)
+    conv.bias = nn.Parameter(b.to(dtype), requires_grad=False)
+    return conv
+
+
+def _fold_mixconv(mix: MixConv2d, scale: torch.Tensor, shift: torch.Tensor) -> MixConv2d:
+    start = 0
+    for conv in mix.convs:
+        n = conv.out_channels
+        fold_bn_into_conv(conv, scale[start:start + n], shift[start:start + n])
+        start += n
+    return mix
+
+
+def _merge_mixconv(mix: MixConv2d) -> nn.Module:
+    """One ``nn.Conv2d`` equal to ``mix`` where its implementation is ``"single"`` (else ``mix``, pinned)."""
+    impl = mix.resolved_impl()
+    mix.impl = impl
+    if impl != "single" and len(mix.convs) > 1:
+        return mix
+    weight, bias = mix.merged_weight()
+    k = weight.shape[-1]
+    conv = nn.Conv2d(mix.in_channels, mix.out_channels, k, mix.stride, k // 2, groups=mix.in_channels,
+                     bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+    if bias is not None:
+        conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+    return conv
+
+
+def _bn_replacement(bn: nn.Module) -> nn.Module:
+    """What stays of a folded BN: nothing, or the activation of timm's ``BatchNormAct2d``."""
+    act = getattr(bn, "act", None)
+    return act if isinstance(act, nn.Module) else nn.Identity()
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None
+
+
+def _fold_pair(conv: nn.Module, bn: nn.Module) -> nn.Module | None:
+    """The fused replacement of ``conv`` followed by ``bn``, or None when they do not fold."""
+    if not _is_bn(bn):
+        return None
+    scale, shift = _bn_scale_shift(bn)
+    if isinstance(conv, nn.Conv2d) and conv.out_channels == bn.num_features:
+        return fold_bn_into_conv(conv, scale, shift)
+    if isinstance(conv, MixConv2d) and conv.out_channels == bn.num_features:
+        return _fold_mixconv(conv, scale, shift)
+    if isinstance(conv, GhostModule) and conv.out_channels == bn.num_features:
+        return _fold_ghost(conv, scale, shift)
+    return None
+
+
+def _fold_ghost(ghost: GhostModule, scale: torch.Tensor, shift: torch.Tensor) -> nn.Module | None:
+    """A linear Ghost module followed by a BN -> :class:`FusedGhostModule` (None if the module has an activation)."""
+    if not all(isinstance(seq[-1], nn.Identity) for seq in (ghost.primary_conv, ghost.cheap_operation)):
+        return None
+    primary, cheap = ghost.primary_conv, ghost.cheap_operation
+    init = primary[0].out_channels
+    keep = ghost.out_channels - init  # cheap channels that survive the trim
+    cheap_out = cheap[0].out_channels
+    c_scale = torch.ones(cheap_out, dtype=scale.dtype)
+    c_shift = torch.zeros(cheap_out, dtype=shift.dtype)
+    c_scale[:keep], c_shift[:keep] = scale[init:], shift[init:]
+    op = cheap[0]
+    if isinstance(op, MixConv2d):
+        _fold_mixconv(op, c_scale, c_shift)
+    else:
+        fold_bn_into_conv(op, c_scale, c_shift)
+    dtype = primary[0].weight.dtype
+    return FusedGhostModule(primary, cheap, scale[:init].to(dtype), shift[:init].to(dtype), ghost.out_channels)
+
+
+def _named_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(convolution, BN) child names whose data flow is conv -> BN directly, for the block types we know."""
+    from .models.ghostmixnet import GhostBlock
+    from .models.menest import MSBlock, MSGhostBlock
+    from .layers.attention import SplitAttention
+
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        return list(zip(names[:-1], names[1:]))
+    if isinstance(module, MSBlock):
+        return [("mixconv", "bn1")]
+    if isinstance(module, MSGhostBlock):
+        return [("mixconv", "bn")]
+    if isinstance(module, SplitAttention):
+        return [("fc1", "bn1")]
+    if isinstance(module, GhostBlock):
+        return [("conv1", "bn1"), ("conv2", "bn2")]
+    name = type(module).__name__
+    if type(module).__module__.startswith("timm."):  # timm's EfficientNet family (forward order checked in tests)
+        return {
+            "EfficientNet": [("conv_stem", "bn1"), ("conv_head", "bn2")],
+            "ConvBnAct": [("conv", "bn1")],
+            "DepthwiseSeparableConv": [("conv_dw", "bn1"), ("conv_pw", "bn2")],
+            "InvertedResidual": [("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")],
+            "EdgeResidual": [("conv_exp", "bn1"), ("conv_pwl", "bn2")],
+        }.get(name, [])
+    return []
+
+
+def _fuse_tree(module: nn.Module) -> None:
+    for child in module.children():
+        _fuse_tree(child)
+    for conv_name, bn_name in _named_pairs(module):
+        conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
+        if conv is None or bn is None:
+            continue
+        fused = _fold_pair(conv, bn)
+        if fused is not None:
+            module._modules[conv_name] = fused
+            module._modules[bn_name] = _bn_replacement(bn)
+    for name, child in list(module._modules.items()):
+        if isinstance(child, MixConv2d):
+            module._modules[name] = _merge_mixconv(child)
+
+
+def use_fast_mish(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Mish`` of ``model`` by :class:`~ghostnest.layers.fused.FastMish`, in place (no
+    parameters change; usable for training too). Returns ``model``."""
+    for parent in model.modules():
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, nn.Mish):
+                parent._modules[name] = FastMish()
+    return model
+
+
+def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    if mode:
+        raise RuntimeError("this model was fused for inference by ghostnest.fuse and is eval-only; "
+                           "train the unfused model and fuse it again")
+    return nn.Module.train(self, False)
+
+
+def fuse(model: nn.Module, fast_mish: bool = True) -> nn.Module:
+    """An eval-only, fused copy of ``model`` (any registered model: ours or timm's EfficientNet-V2).
+
+    Folds every BatchNorm into the convolution before it (also a BN after a linear Ghost module's concatenation,
+    into both parts), merges each MixConv's kernel groups into one depthwise convolution where that is the faster
+    implementation (:func:`~ghostnest.layers.mixconv.set_default_mixconv_impl`), and with ``fast_mish`` computes
+    Mish through one compiled kernel (:class:`~ghostnest.layers.fused.FastMish`). ``model`` itself is left
+    untouched. The copy keeps the original's memory format (e.g. channels_last), refuses ``train()``, and gives the
+    unfused model's eval-mode outputs within float32 rounding.
+    """
+    fused = copy.deepcopy(model).eval()
+    channels_last = any(
+        p.dim() == 4 and p.shape[2] * p.shape[3] > 1 and p.is_contiguous(memory_format=torch.channels_last)
+        and not p.is_contiguous() for p in model.parameters()
+    )
+    with torch.no_grad():
+        _fuse_tree(fused)
+    if fast_mish:
+        use_fast_mish(fused)
+    fused.requires_grad_(False)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    fused.train = types.MethodType(_eval_only_train, fused)
+    fused.is_fused = True
+    return fused

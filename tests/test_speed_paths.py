@@ -1,0 +1,170 @@
+"""Issue 7 ("speed"): every fast training/inference path equals the plain eager path (fp32, 1e-4).
+
+MixConv implementations (split / single zero-padded kernel / repeated input), the compiled Mish, the blocks and a
+small ME-NeSt-Ghost in train and eval mode, and the plain GhostMixNet baseline of benchmarks/.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ghostnest
+from ghostnest.fuse import use_fast_mish
+from ghostnest.layers import GhostModule, MixConv2d
+from ghostnest.layers.fused import FastMish, fast_mish_enabled, mish_formula
+from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_default_mixconv_impl
+from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock
+
+from helpers import calibrate_bn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from plain_ghostmixnet import PlainGhostMixNet, load_ghostnest_weights  # noqa: E402
+
+TOL = 1e-4
+TINY = (("ms", 1, 8, 1, 1), ("ms", 1, 16, 2, 2), ("ms_ghost", 2, 16, 2, 2), ("ms_ghost", 1, 24, 1, 3))
+
+
+def _set_impl(model, impl):
+    for m in model.modules():
+        if isinstance(m, MixConv2d):
+            m.impl = impl
+    return model
+
+
+def _forward_backward(model, x):
+    x = x.clone().requires_grad_(True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out.detach(), x.grad, grads
+
+
+def _assert_close(a, b, what):
+    assert a.shape == b.shape, what
+    err = (a - b).abs().max().item()
+    assert err <= TOL * max(1.0, b.abs().max().item()), f"{what}: max error {err}"
+
+
+@pytest.mark.parametrize("multiplier", [1, 2, 4])
+@pytest.mark.parametrize("stride,size", [(1, 9), (2, 10), (2, 7)])
+def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
+    torch.manual_seed(0)
+    m = MixConv2d(10, (3, 5, 7, 9), stride, multiplier=multiplier, bias=True)
+    x = torch.randn(2, 10, size, size)
+    ref = _forward_backward(_set_impl(m, "split"), x)
+    for impl in ("single", "repeat", "auto"):
+        out, gx, grads = _forward_backward(_set_impl(m, impl), x)
+        _assert_close(out, ref[0], f"{impl} output")
+        _assert_close(gx, ref[1], f"{impl} input grad")
+        for n, g in grads.items():
+            _assert_close(g, ref[2][n], f"{impl} grad {n}")
+
+
+def test_mixconv_default_impl_switch_and_auto_choice():
+    m1, m8 = MixConv2d(8, (3, 5)), MixConv2d(8, (3, 5), multiplier=8)
+    assert m1.resolved_impl() == "single" and m8.resolved_impl() == "repeat"
+    old = set_default_mixconv_impl("split")
+    try:
+        assert m1.resolved_impl() == m8.resolved_impl() == "split"
+    finally:
+        set_default_mixconv_impl(old)
+    with pytest.raises(ValueError, match="not valid"):
+        set_default_mixconv_impl("fastest")
+    assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat"}
+    assert "convs.0.weight" in m8.state_dict() and len(m8.state_dict()) == 2  # impl is not state
+
+
+def test_mish_formula_and_compiled_mish_equal_mish():
+    x = torch.cat([torch.linspace(-60, 60, 2001), torch.randn(999) * 5]).view(3, 1000)
+    _assert_close(mish_formula(x), F.mish(x), "mish formula")
+    x = x.clone().requires_grad_(True)
+    y = FastMish()(x)
+    _assert_close(y, F.mish(x), "FastMish")
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.mish(x2).sum(), x2)
+    _assert_close(gx, ref, "FastMish grad")
+    assert isinstance(fast_mish_enabled(), bool)
+
+
+def _blocks():
+    cfg = MENeStConfig()
+    return {
+        "ms_radix2_exp1": (MSBlock(8, 8, 1, 1, cfg), 8),
+        "ms_radix2_exp4_s2": (MSBlock(8, 16, 2, 4, cfg), 8),
+        "ms_ghost_exp4": (MSGhostBlock(16, 16, 1, 4, cfg), 16),
+        "ms_ghost_s2_odd": (MSGhostBlock(16, 24, 2, 3, cfg), 16),
+        "ghost_mix": (GhostModule(8, 22, cheap_kernel=(3, 5, 7, 9), act="mish"), 8),
+    }
+
+
+@pytest.mark.parametrize("name", list(_blocks()))
+def test_blocks_fast_path_equals_plain_in_train_and_eval(name):
+    torch.manual_seed(0)
+    block, channels = _blocks()[name]
+    x = torch.randn(4, channels, 12, 12)
+    x = x * (0.5 + torch.rand(4, 1, 1, 1))
+    block.train()
+    ref = _forward_backward(_set_impl(block, "split"), x)
+    fast = use_fast_mish(_set_impl(block, "auto"))
+    out, gx, grads = _forward_backward(fast, x)
+    _assert_close(out, ref[0], "train output")
+    _assert_close(gx, ref[1], "train input grad")
+    for n, g in grads.items():
+        _assert_close(g, ref[2][n], f"grad {n}")
+    block.eval()
+    with torch.no_grad():
+        plain = _set_impl(block, "split")(x)
+        assert plain.std() > 1e-2
+        _assert_close(_set_impl(block, "auto")(x), plain, "eval output")
+
+
+def test_small_menest_fast_path_equals_plain_train_and_eval():
+    torch.manual_seed(0)
+    model = ghostnest.create_model("menest_ghost_s", num_classes=10, stages=TINY, num_features=64,
+                                   drop_rate=0.0, drop_path_rate=0.0)
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    ref = _forward_backward(_set_impl(model, "split"), x)
+    use_fast_mish(_set_impl(model, "auto"))
+    out, gx, grads = _forward_backward(model, x)
+    _assert_close(out, ref[0], "train logits")
+    _assert_close(gx, ref[1], "train input grad")
+    for n, g in grads.items():
+        _assert_close(g, ref[2][n], f"grad {n}")
+    calibrate_bn(model, 32)
+    with torch.no_grad():
+        fast = model(x)
+        plain = _set_impl(model, "split")
+        for parent in plain.modules():  # back to nn.Mish
+            for n, c in list(parent._modules.items()):
+                if isinstance(c, FastMish):
+                    parent._modules[n] = torch.nn.Mish()
+        ref_eval = plain(x)
+    assert ref_eval.std() > 1e-2
+    _assert_close(fast, ref_eval, "eval logits")
+
+
+def test_plain_ghostmixnet_baseline_matches_ours():
+    ours = ghostnest.create_model("ghostmixnet")
+    plain = PlainGhostMixNet()
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in ours.parameters()) == 3_041_466
+    load_ghostnest_weights(plain, ours)
+    x = torch.randn(4, 3, 32, 32)
+    for mode in (True, False):
+        ours.train(mode)
+        plain.train(mode)
+        torch.manual_seed(1)
+        a = ours(x)
+        torch.manual_seed(1)
+        b = plain(x)
+        assert torch.equal(a, b), f"train={mode}: max difference {(a - b).abs().max().item()}"
+    calibrate_bn(ours, 32)
+    load_ghostnest_weights(plain, ours)
+    plain.eval()
+    with torch.no_grad():
+        a, b = ours(x), plain(x)
+    assert a.std() > 1e-2 and torch.equal(a, b)
