@@ -77,6 +77,10 @@ def _rank_worker(rank: int, out: str, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
+        try:
+            train(config(sync_bn=True), Path(out) / "syncbn", device="cpu", progress=False)
+        except ValueError as exc:  # refused before anything is written
+            (Path(out) / f"syncbn-rank{rank}.txt").write_text(str(exc))
         for name, exact in (("exact", True), ("batchnorm", False)):
             built = _capture_models(exact)
             train(config(), Path(out) / name, device="cpu", progress=False)
@@ -91,6 +95,21 @@ def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     mp.start_processes(_rank_worker, args=(str(out), free_port()), nprocs=2, start_method="spawn")
     return out
+
+
+def test_bad_distributed_input_is_one_line(two_ranks, monkeypatch, capsys, tmp_path):
+    for rank in (0, 1):
+        assert "sync_bn=true needs GPUs" in (two_ranks / f"syncbn-rank{rank}.txt").read_text()
+    assert not (two_ranks / "syncbn").exists()
+    monkeypatch.setenv("RANK", "0")  # as torchrun would start it, on a machine without a GPU
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    from ghostnest.cli import main
+
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device cuda: no CUDA device") and "\n" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def last_weights(run):

@@ -130,6 +130,9 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = pick_device(device)
     if dev.type == "cuda":
+        if dev.index is not None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ValueError(f"--device {device}: under torchrun use --device cuda (or auto); each process takes "
+                             "the GPU of its LOCAL_RANK (limit the GPUs with CUDA_VISIBLE_DEVICES)")
         if dev.index is None:
             if local_rank >= torch.cuda.device_count():
                 raise ValueError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s): "
