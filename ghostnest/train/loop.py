@@ -1,11 +1,16 @@
 """The training loop, top to bottom (airbench style): data on the device, one epoch = one pass of
 ``normalise -> mix -> forward -> loss -> backward -> step``, validation, an atomic checkpoint, one metrics row.
 
+The same loop runs in one process or as one rank of ``torchrun`` (docs/distributed.md): the model is wrapped in
+DDP, each rank takes its share of every global batch, metrics are summed over the ranks, rank 0 alone writes.
+SIGTERM / SIGINT save a checkpoint at the next step boundary; resume continues exactly, even inside an epoch.
+
 Recipes (``ghostnest/recipes/*.yaml``) decide everything; see docs/training.md for the run-directory contract:
 
     RUN_DIR/config.yaml        resolved configuration (model, dataset, num_classes, recipe, ...)
     RUN_DIR/metrics.csv        epoch,lr,train_loss,val_loss,val_top1,val_top5,seconds   (one row per epoch)
-    RUN_DIR/last.safetensors   weights after the latest epoch   + last.state.pt (optimizer, scheduler, RNG, epoch)
+    RUN_DIR/last.safetensors   weights after the latest epoch (or stop)
+    RUN_DIR/last.state.pt      the resume point: weights, optimizer, scheduler, RNG, epoch [+ step], metrics rows
     RUN_DIR/best.safetensors   weights of the best validation top-1
     RUN_DIR/results.json       at the end: test accuracy of the best checkpoint, params, best_epoch, ...
     RUN_DIR/curves.png         training curves
@@ -34,7 +39,8 @@ from ..registry import create_model
 from ..stats import count_params
 from .checkpoint import atomic_write_text, load_into, read_checkpoint, save_state, save_weights
 from .config import TrainConfig, config_from_dict, config_to_dict
-from .distributed import Dist, ShardedBatches, StopRequest, peer_failure, pick_device, setup  # noqa: F401 (pick_device: API)
+from .distributed import pick_device  # noqa: F401 (evaluate.py and callers import it from here)
+from .distributed import Dist, ShardedBatches, StopRequest, peer_failure, setup
 
 METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "seconds"]
 
