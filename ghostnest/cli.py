@@ -61,6 +61,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
         num_classes=args.num_classes, threads=args.threads, progress=progress,
+        fuse=args.mode == "infer" and not args.no_fuse,
     )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -89,6 +90,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype (default fp32)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (compile time not in the median)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="infer mode: time the plain models; by default every model runs through ghostnest.fuse "
+                   "(BN folded, MixConv merged, fast Mish; timm's EfficientNet-V2 folded the same way)")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per model (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2, at least 1)")
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the first model's paper's)")

@@ -134,3 +134,18 @@ def test_fused_model_is_eval_only_and_keeps_channels_last():
         err = (fused(x) - model.eval()(x)).abs().max().item()
     assert err < TOL
     assert model.training is False and isinstance(model.stem[1], nn.BatchNorm2d)  # original left intact
+
+
+def test_cli_bench_infer_is_fused_by_default_and_no_fuse_turns_it_off(capsys):
+    import json
+
+    from ghostnest.cli import main
+
+    common = ["bench", "ghostmixnet_resnet", "--batch", "1", "--repeats", "1", "--warmup", "1", "--device", "cpu",
+              "--json"]
+    assert main(common) == 0
+    assert json.loads(capsys.readouterr().out)[0]["fused"] is True
+    assert main(common + ["--no-fuse"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["fused"] is False
+    assert main(common + ["--mode", "train", "--batch", "2"]) == 0  # training is never fused
+    assert json.loads(capsys.readouterr().out)[0]["fused"] is False
