@@ -194,6 +194,19 @@ def test_torchrun_cli_and_resume_at_another_world_size(tmp_path):
     assert res["world_size"] == 1 and [r["epoch"] for r in rows(run)] == ["1", "2", "3"]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc), in pid order."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
 def test_a_dead_rank_stops_the_others(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -205,15 +218,15 @@ def test_a_dead_rank_stops_the_others(tmp_path):
         while not (run / "last.state.pt").exists():
             assert proc.poll() is None and time.time() < deadline, "training did not start"
             time.sleep(0.1)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        children = child_pids(proc.pid)
         assert len(children) == 2
-        os.kill(int(children[-1]), signal.SIGKILL)  # rank 1 dies without a word
+        os.kill(children[-1], signal.SIGKILL)  # one rank dies without a word
         t0 = time.time()
         _, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0 and time.time() - t0 < 60
-    assert "error: rank 0 lost contact with the other processes" in err or "SIGTERM" in err, err[-2000:]
+    assert "lost contact with the other processes" in err or "closing signal SIGTERM" in err, err[-2000:]
     state = torch.load(run / "last.state.pt", weights_only=True)  # the checkpoint survived
     assert state["epoch"] >= 1
