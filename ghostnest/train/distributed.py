@@ -181,12 +181,13 @@ class ShardedBatches(TrainBatches):
     def epoch(self, seed: int, loader_seed: int = 0, skip: int = 0):
         """The epoch shuffled by ``seed``, from batch ``skip`` on (a resumed epoch); ``loader_seed`` seeds workers."""
         self.sampler.set_epoch(seed)
-        batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
-        if self.dataset is None:
-            for idx in batches[skip:]:
-                idx = torch.tensor(idx, device=self.device)
+        if self.dataset is None:  # slices of this rank's index list, moved to the device once
+            order = torch.tensor(list(self.sampler), device=self.device)
+            for i in range(skip, len(self)):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
                 yield self.images[idx], self.labels[idx]
             return
+        batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
         # Worker processes draw their augmentation from seeds fixed when the loader starts, so a resumed epoch
         # re-draws (and drops) the batches before ``skip`` to line them up. Without workers the augmentation draws
         # from the main process's RNG, which resume restores, so the skipped batches are simply left out.
