@@ -104,7 +104,7 @@ class PlainGhostMixNet(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.avg_pool2d(out, 4)
-        out = out.view(out.size(0), -1)
+        out = torch.flatten(out, 1)
         return self.linear(self.dropout(out))
 
 

@@ -55,7 +55,7 @@ def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
     m = MixConv2d(10, (3, 5, 7, 9), stride, multiplier=multiplier, bias=True)
     x = torch.randn(2, 10, size, size)
     ref = _forward_backward(_set_impl(m, "split"), x)
-    for impl in ("single", "repeat", "auto"):
+    for impl in ("single", "repeat", "matmul", "auto"):
         out, gx, grads = _forward_backward(_set_impl(m, impl), x)
         _assert_close(out, ref[0], f"{impl} output")
         _assert_close(gx, ref[1], f"{impl} input grad")
@@ -65,7 +65,9 @@ def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
 
 def test_mixconv_default_impl_switch_and_auto_choice():
     m1, m8 = MixConv2d(8, (3, 5)), MixConv2d(8, (3, 5), multiplier=8)
-    assert m1.resolved_impl() == "single" and m8.resolved_impl() == "repeat"
+    assert m1.resolved_impl() == m8.resolved_impl() == "split"  # training: weights need gradients
+    with torch.no_grad():
+        assert m1.resolved_impl() == "single" and m8.resolved_impl() == "repeat"
     old = set_default_mixconv_impl("split")
     try:
         assert m1.resolved_impl() == m8.resolved_impl() == "split"
@@ -73,7 +75,8 @@ def test_mixconv_default_impl_switch_and_auto_choice():
         set_default_mixconv_impl(old)
     with pytest.raises(ValueError, match="not valid"):
         set_default_mixconv_impl("fastest")
-    assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat"}
+    assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat", "matmul"}
+    assert m1.resolved_impl(64) == "matmul" and m1.resolved_impl(65) == "split"
     assert "convs.0.weight" in m8.state_dict() and len(m8.state_dict()) == 2  # impl is not state
 
 

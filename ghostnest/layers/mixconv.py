@@ -15,9 +15,15 @@ from torch import nn
 #   "repeat": for a channel multiplier m > 1, the input channels are repeated m times first, so every group is a
 #             plain depthwise convolution (groups == channels), which oneDNN runs far faster on CPU than a
 #             depthwise convolution with a channel multiplier; groups still split and concatenated.
-#   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"): "single" for m == 1 and
-#             "repeat" for m > 1.
-MIXCONV_IMPLS = ("auto", "split", "single", "repeat")
+#   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"): in inference (no gradient)
+#             "single" for m == 1 and "repeat" for m > 1; when the weights need gradients (training) "split",
+#             because oneDNN's depthwise backward made both merged forms slower (ME-NeSt-Ghost-S step 4.4 s split,
+#             5.5 s single, 5.4 s repeat, 6.2 s both).
+#   "matmul": for small maps (at most SMALL_MAP pixels): the whole MixConv as one batched matrix product, one
+#             (H_out*W_out x H*W) matrix per output channel gathered from its (zero-padded) kernel; exact (the same
+#             sums, without the taps that only ever see padding). oneDNN's depthwise backward is slowest there.
+MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "matmul")
+SMALL_MAP = 64  # pixels (8 x 8): where "auto" uses "matmul" in training
 _DEFAULT_IMPL = ["auto"]
 
 
@@ -104,13 +110,18 @@ class MixConv2d(nn.Module):
         )
         self.impl: str | None = None  # None: the process default (set_default_mixconv_impl); not in state_dict
 
-    def resolved_impl(self) -> str:
-        """The implementation this module runs now: its own ``impl``, else the default, with "auto" resolved."""
+    def resolved_impl(self, pixels: int | None = None) -> str:
+        """The implementation this module runs now (on maps of ``pixels`` = H * W, if known): its own ``impl``,
+        else the default, with "auto" resolved."""
         impl = self.impl or _DEFAULT_IMPL[0]
         if impl not in MIXCONV_IMPLS:
             raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
         if impl == "auto":
-            impl = "repeat" if self.multiplier > 1 else "single"
+            if torch.is_grad_enabled() and self.convs[0].weight.requires_grad:
+                # training: oneDNN's depthwise backward is slower for both merged convolutions (measured)
+                impl = "matmul" if pixels is not None and pixels <= SMALL_MAP else "split"
+            else:
+                impl = "repeat" if self.multiplier > 1 else "single"
         if impl == "repeat" and self.multiplier == 1:
             impl = "split"
         return impl
@@ -123,10 +134,41 @@ class MixConv2d(nn.Module):
         bias = torch.cat([c.bias for c in self.convs]) if self.convs[0].bias is not None else None
         return weight, bias
 
+    def _gather_index(self, h: int, w: int, k: int) -> tuple[torch.Tensor, int, int]:
+        """For maps of h x w and a k x k kernel: index (H_out*W_out, h*w) into the flattened kernel, k*k where the
+        tap falls outside it (that entry is a zero), and the output size."""
+        key = (h, w, k)
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            s, pad = self.stride, k // 2
+            ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+            oy = torch.arange(ho).view(ho, 1, 1, 1) * s - pad
+            ox = torch.arange(wo).view(1, wo, 1, 1) * s - pad
+            dy = torch.arange(h).view(1, 1, h, 1) - oy
+            dx = torch.arange(w).view(1, 1, 1, w) - ox
+            valid = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
+            idx = torch.where(valid, dy * k + dx, torch.full_like(dy * dx, k * k)).reshape(ho * wo, h * w)
+            cache[key] = (idx, ho, wo)
+        return cache[key]
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        weight, bias = self.merged_weight()
+        k = weight.shape[-1]
+        idx, ho, wo = self._gather_index(h, w, k)
+        taps = torch.cat([weight.flatten(1), weight.new_zeros(weight.shape[0], 1)], dim=1)  # (C', k*k + 1)
+        mat = taps[:, idx.to(x.device)]  # (C', HoWo, HW)
+        xs = x.reshape(n, c, 1, h * w).expand(n, c, self.multiplier, h * w).reshape(n, -1, h * w)
+        out = torch.bmm(mat, xs.permute(1, 2, 0))  # (C', HoWo, N)
+        out = out.permute(2, 0, 1).reshape(n, -1, ho, wo)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
-        impl = self.resolved_impl()
+        impl = self.resolved_impl(x.shape[-2] * x.shape[-1])
+        if impl == "matmul":
+            return self._matmul(x)
         if impl == "single":
             weight, bias = self.merged_weight()
             k = weight.shape[-1]
