@@ -1,6 +1,4 @@
 """GhostMixNet (seed 004) and its ablation baselines: exact published count, shapes, gradients, options."""
-import io
-
 import pytest
 import torch
 from safetensors.torch import load, save

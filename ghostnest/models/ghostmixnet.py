@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..layers import GhostModule, SqueezeExcite, get_act
-from ..registry import builder_kwargs, register_model
+from ..registry import register_model
+from ._base import PooledClassifier, build_model
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class GhostBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class GhostMixNet(nn.Module):
+class GhostMixNet(PooledClassifier):
     """GhostMixNet (seed 004, Figure 1): stem, three stages of :class:`GhostBlock`, pooled dropout-linear head.
 
     Accepts any input of at least 8 x 8 pixels per pooled cell (32 x 32 for the default 2x2 pool and strides) and
@@ -126,34 +127,15 @@ class GhostMixNet(nn.Module):
             )
         return self.stages(self.stem(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.pool(x), 1))
-        return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
+def _normalise(key: str, value):
+    if key in ("depths", "widths", "strides") and isinstance(value, Sequence):
+        return tuple(int(v) for v in value)
+    return value
 
 
 def _build(overrides: dict, pretrained: bool, kwargs: dict) -> GhostMixNet:
-    kwargs = builder_kwargs(pretrained, kwargs)
-    num_classes = kwargs.pop("num_classes", 10)
-    in_chans = kwargs.pop("in_chans", 3)
-    fields = set(GhostMixNetConfig.__dataclass_fields__)
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-        raise ValueError(f"unknown GhostMixNet option(s) {unknown}; valid options: {sorted(fields)}")
-    values = {**overrides, **kwargs}
-    for key in ("depths", "widths", "strides"):
-        if key in values and isinstance(values[key], Sequence):
-            values[key] = tuple(int(v) for v in values[key])
-    return GhostMixNet(num_classes, in_chans, GhostMixNetConfig(**values))
+    return build_model(GhostMixNet, GhostMixNetConfig, "GhostMixNet", overrides, pretrained, kwargs, 10, _normalise)
 
 
 @register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=3.0)

@@ -13,7 +13,7 @@ the paper says, what we chose and what it does to the parameter count. Every fie
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from timm.layers import DropPath
@@ -21,7 +21,8 @@ from torch import nn
 
 from ..layers import ChannelShuffle, GhostModule, MixConv2d, SplitAttention, SqueezeExcite, get_act
 from ..layers.mixconv import split_channels
-from ..registry import builder_kwargs, register_model
+from ..registry import register_model
+from ._base import PooledClassifier, build_model
 
 MS = "ms"  # MixConv-Split-Attention block (section 3.1), in place of Fused-MBConv
 MS_GHOST = "ms_ghost"  # MixConv-SE-Ghost block (section 3.2), in place of MBConv
@@ -268,7 +269,7 @@ class MSGhostBlock(nn.Module):
         return self.shuffle(out)
 
 
-class MENeStGhost(nn.Module):
+class MENeStGhost(PooledClassifier):
     """ME-NeSt-Ghost (seed 000, Tables 1-4): 3x3 stem, MS and MS-Ghost stages, 1x1 head conv, pool, dropout, FC.
 
     ``forward_features`` ends after the head convolution (+ BN + act), as in timm's EfficientNet; ``forward_head``
@@ -339,22 +340,10 @@ class MENeStGhost(nn.Module):
             raise ValueError(f"ME-NeSt-Ghost expects (N, C, H, W) input; got shape {tuple(x.shape)}")
         return self.head(self.stages(self.stem(x)))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.pool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
 
 def _normalise(key: str, value):
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return value
     if key == "stages":
         return tuple((str(r[0]), *(int(v) for v in r[1:])) for r in value)
     if key == "kernel_sizes":
@@ -363,18 +352,8 @@ def _normalise(key: str, value):
 
 
 def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
-    kwargs = builder_kwargs(pretrained, kwargs)
-    num_classes = kwargs.pop("num_classes", 100)
-    in_chans = kwargs.pop("in_chans", 3)
-    # timm's factory spells these drop_rate / drop_path_rate too, so they pass straight through
-    valid = {f.name for f in fields(MENeStConfig)}
-    unknown = sorted(set(kwargs) - valid)
-    if unknown:
-        raise ValueError(f"unknown ME-NeSt-Ghost option(s) {unknown}; valid options: {sorted(valid)}")
-    values = {**overrides, **kwargs}
-    values = {k: _normalise(k, v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-              for k, v in values.items()}
-    return MENeStGhost(num_classes, in_chans, MENeStConfig(**values))
+    # timm's factory spells drop_rate / drop_path_rate the same way, so they pass straight through
+    return build_model(MENeStGhost, MENeStConfig, "ME-NeSt-Ghost", overrides, pretrained, kwargs, 100, _normalise)
 
 
 @register_model("menest", input_size=128, num_classes=100, paper_params_m=21)
