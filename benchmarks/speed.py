@@ -180,6 +180,10 @@ def verdicts(cell: dict) -> list[str]:
             rm = _ratio(cell, f"menest_ghost_s+fast{fmt}", f"efficientnetv2_s{fmt}", "min_ms")
             out.append(f"{'channels_last' if fmt else 'NCHW'}: fast menest_ghost_s / efficientnetv2_s = **{r:.2f}x** "
                        f"(minima {rm:.2f}x) -> {'met' if r <= 2 else 'NOT met'} (target <= 2x)")
+        best = min((r for r in cell["rows"] if r["variant"].startswith("menest_ghost_s+fast")), key=lambda r: r["median_ms"])
+        best_eff = min((r for r in cell["rows"] if r["variant"].startswith("efficientnetv2_s")), key=lambda r: r["median_ms"])
+        out.append(f"fastest against fastest: `{best['variant']}` / `{best_eff['variant']}` = "
+                   f"**{best['median_ms'] / best_eff['median_ms']:.2f}x**")
         out.append(f"before (plain, NCHW): {_ratio(cell, 'menest_ghost_s+plain', 'efficientnetv2_s'):.2f}x; "
                    f"fast path alone: {_ratio(cell, 'menest_ghost_s+plain', 'menest_ghost_s+fast'):.2f}x faster")
     elif cid == "train-gmn-32":
@@ -207,7 +211,7 @@ def render(results_dir: Path = RESULTS, section: Path = SECTION) -> Path:
     for path in sorted(results_dir.glob("*.json")):
         rec = json.loads(path.read_text())
         env = rec["env"]
-        L.append(f"### {rec['device'].upper()}, fp32: measured {env['date_utc']}")
+        L.append(f"### {rec['device'].upper()}, fp32: last cell measured {env['date_utc']}")
         L.append("")
         L.append(f"{env['cpu']}, {env['usable_cores']} usable cores, **{rec['threads']} torch thread(s)**; torch "
                  f"{env['torch']}, timm {env['timm']}. **The machine was shared** with other engineers' test runs "

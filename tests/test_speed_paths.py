@@ -171,3 +171,11 @@ def test_plain_ghostmixnet_baseline_matches_ours():
     with torch.no_grad():
         a, b = ours(x), plain(x)
     assert a.std() > 1e-2 and torch.equal(a, b)
+
+
+def test_mixconv_auto_counts_the_architecture_on_meta():
+    """FLOP counts run on the meta device: "auto" must not count the zero-padded taps of the merged kernel."""
+    with torch.device("meta"):
+        m = MixConv2d(8, (3, 5, 7, 9), multiplier=2)
+    with torch.no_grad():
+        assert m.resolved_impl() == "split"

@@ -117,7 +117,9 @@ class MixConv2d(nn.Module):
         if impl not in MIXCONV_IMPLS:
             raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
         if impl == "auto":
-            if torch.is_grad_enabled() and self.convs[0].weight.requires_grad:
+            if self.convs[0].weight.device.type == "meta":
+                impl = "split"  # shape/FLOP counting: the architecture's multiply-adds, not the zero-padded taps
+            elif torch.is_grad_enabled() and self.convs[0].weight.requires_grad:
                 # training: oneDNN's depthwise backward is slower for both merged convolutions (measured)
                 impl = "matmul" if pixels is not None and pixels <= SMALL_MAP else "split"
             else:
