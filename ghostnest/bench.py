@@ -39,9 +39,11 @@ training step costs roughly three times the forward FLOPs).
 set, per-image augmentation in the recipe's DataLoader workers, batching, per-batch resize/normalisation and
 Mixup/CutMix, exactly as ``ghostnest train`` builds them, with no model.
 
-Fused fast path (issue 7): inference will later run through ``ghostnest.fuse(model)`` by default. The only place
-that needs to change is :func:`prepare_model` (see ``fuse=`` there and in :func:`bench_models`); the result rows
-already carry a ``fused`` field. Until then ``fuse=True`` raises a ``ValueError`` saying it is not available.
+Fused fast path (issue 7): with ``fuse=True`` infer mode runs every model through ``ghostnest.fuse(model)`` (BN
+folded into the convolutions, MixConv merged, Mish as one compiled kernel; timm's EfficientNet-V2 has its
+conv + BatchNormAct2d pairs folded by the same function, so both sides of a comparison get the same treatment).
+``ghostnest bench`` does so by default in infer mode and ``--no-fuse`` times the plain models; the result rows carry
+a ``fused`` field. The first fused call of an ME-NeSt-Ghost compiles the Mish kernel (seconds; in ``first_call_ms``).
 """
 from __future__ import annotations
 
@@ -228,8 +230,8 @@ def _gflops(name: str, input_size: int, num_classes: int, kwargs: dict) -> float
 def prepare_model(model: nn.Module, mode: str, fuse: bool = False) -> nn.Module:
     """Put ``model`` in the state the benchmark times: eval or train mode, and (issue 7) the fused fast path.
 
-    This is the hook for ``ghostnest.fuse``: when it exists, infer mode will call it here when ``fuse`` is True
-    (the CLI will default to it and offer ``--no-fuse``). Fusion never applies to train mode.
+    With ``fuse`` (infer mode only) the model is replaced by ``ghostnest.fuse(model)``, an eval-only fused copy
+    (the CLI's default in infer mode; ``--no-fuse`` turns it off). Fusion never applies to train mode.
     """
     model.train(mode == "train")
     if fuse:
