@@ -214,6 +214,25 @@ class _Case:
     mem_kind: str = ""
 
 
+def _onnxruntime_case(case: _Case, x: torch.Tensor, input_size: int, say) -> _Case:
+    """The ONNX export of ``case.model`` (as timed: fused or not) run by onnxruntime with torch's thread count."""
+    import tempfile
+
+    from .export import OnnxClassifier, export_model
+
+    say(f"exporting {case.name} to ONNX")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_model(case.model, "onnx", f"{tmp}/{case.name}.onnx", input_size, {"model": case.name})
+        session = OnnxClassifier(path, threads=torch.get_num_threads())
+    onnx_case = _Case(f"{case.name} [onnxruntime]", case.model, lambda: session(x), case.params, case.gflops,
+                      case.family, [])
+    t0 = time.perf_counter()
+    onnx_case.step()
+    onnx_case.first_call_ms = (time.perf_counter() - t0) * 1e3
+    onnx_case.mem_kind = "not measured"
+    return onnx_case
+
+
 _GFLOPS_CACHE: dict = {}
 
 
@@ -317,6 +336,7 @@ def bench_models(
     threads: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    runtime: str = "torch",
 ) -> list[dict]:
     """Time ``names`` interleaved in this process; one result dict per model, in the order given.
 
@@ -326,6 +346,8 @@ def bench_models(
     when the machine is shared: where the two disagree, one model caught more interference. ``threads`` sets ``torch.set_num_threads`` for the run (default: leave PyTorch's setting, one
     thread per core). ``ratio_to_first`` is each model's median divided by the first model's. ``progress``, if
     given, is called with a short line before each model is built and when timing starts.
+    ``runtime="onnxruntime"`` times, beside each PyTorch model, its ONNX export run by onnxruntime on the CPU
+    (rows named ``NAME [onnxruntime]``; infer mode, fp32, CPU only), so deployment speed is a measured figure.
     Raises ``ValueError`` for an unknown model, a bad size/count, or a device or dtype this machine cannot run.
     """
     names = list(names)
@@ -345,6 +367,11 @@ def bench_models(
         raise ValueError("--mode train needs --batch 2 or more (BatchNorm cannot train on a single image)")
     if fuse and mode != "infer":
         raise ValueError("fusion applies to inference only; drop --fuse for --mode train")
+    if runtime not in ("torch", "onnxruntime"):
+        raise ValueError(f"unknown runtime {runtime!r}; use torch or onnxruntime")
+    if runtime == "onnxruntime" and (mode != "infer" or dev.type != "cpu" or dtype != "fp32" or compile):
+        raise ValueError("--runtime onnxruntime times CPU fp32 inference: use --mode infer --device cpu --dtype fp32, "
+                         "without --compile")
     if threads is not None:
         _check_positive(threads=threads)
     old_threads = torch.get_num_threads()
@@ -355,14 +382,14 @@ def bench_models(
             names=names, infos=infos, input_size=input_size, batch=batch, mode=mode, dev=dev, dtype=dtype,
             tdtype=tdtype, channels_last=channels_last, compile=compile, repeats=repeats, warmup=warmup,
             num_classes=num_classes, kwargs=dict(model_kwargs or {}), fuse=fuse, seed=seed,
-            say=progress or (lambda _msg: None),
+            say=progress or (lambda _msg: None), runtime=runtime,
         )
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
-         num_classes, kwargs, fuse, seed, say) -> list[dict]:
+         num_classes, kwargs, fuse, seed, say, runtime="torch") -> list[dict]:
     """The body of :func:`bench_models`, its arguments already checked."""
     gen = torch.Generator().manual_seed(seed)
     x_cpu = torch.randn(batch, 3, input_size, input_size, generator=gen)
@@ -402,6 +429,8 @@ def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_
         case.first_call_ms = (time.perf_counter() - t0) * 1e3
         case.peak_mem_mb, case.mem_kind = mem.mb, mem.kind
         cases.append(case)
+        if runtime == "onnxruntime":
+            cases.append(_onnxruntime_case(case, x_cpu, input_size, say))
 
     # Remaining warm-up, interleaved like the timed rounds.
     for _ in range(warmup - 1):

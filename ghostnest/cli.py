@@ -61,7 +61,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
         num_classes=args.num_classes, threads=args.threads, progress=progress,
-        fuse=args.mode == "infer" and not args.no_fuse,
+        fuse=args.mode == "infer" and not args.no_fuse, runtime=args.runtime,
     )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -93,6 +93,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--no-fuse", action="store_true",
                    help="infer mode: time the plain models; by default every model runs through ghostnest.fuse "
                    "(BN folded, MixConv merged, fast Mish; timm's EfficientNet-V2 folded the same way)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: also time each model's ONNX export in onnxruntime (CPU, fp32 inference)")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per model (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2, at least 1)")
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the first model's paper's)")
@@ -273,7 +275,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     batch = args.batch if args.batch == "dynamic" else _positive_int(args.batch, "--batch")
-    path = export(args.source, args.format, args.out, args.input, batch)
+    path = export(args.source, args.format, args.out, args.input, batch, fuse=args.fuse)
     print(f"wrote {path} ({args.format}, batch {batch})")
     return 0
 
@@ -297,6 +299,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
     p.add_argument("--input", type=int, default=None, help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.add_argument("--fuse", action="store_true", help="export the fused inference model (ghostnest.fuse: BN folded)")
     p.set_defaults(func=_cmd_export)
 
 

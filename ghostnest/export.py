@@ -173,8 +173,15 @@ def _registered_names() -> list[str]:
 
 
 def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None = None,
-           batch: int | str = "dynamic") -> Path:
-    """``ghostnest export``: load ``source`` (checkpoint, run directory or model name) and export it."""
+           batch: int | str = "dynamic", fuse: bool = False) -> Path:
+    """``ghostnest export``: load ``source`` (checkpoint, run directory or model name) and export it; with
+    ``fuse``, the :func:`ghostnest.fuse` inference model (BN folded into convolutions, MixConv groups merged),
+    with PyTorch's own Mish so the graph stays standard operators."""
     _check_format(fmt)
     model, meta = load_for_export(source, input_size)
+    if fuse:
+        from .fuse import fuse as fuse_model
+
+        model = fuse_model(model, fast_mish=False)
+        meta["fused"] = True
     return export_model(model, fmt, out, int(meta.pop("input_size")), meta, batch)

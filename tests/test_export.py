@@ -192,3 +192,32 @@ def test_menest_ghost_s_onnx_parity(tmp_path):
         expected = model(x)
     assert expected.std() > 1e-2  # a real signal
     torch.testing.assert_close(OnnxClassifier(path)(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_export_fuse_flag_matches_unfused(tmp_path):
+    from ghostnest.cli import main
+
+    assert main(["export", "ghostmixnet", "--format", "onnx", "--fuse", "--out", str(tmp_path / "f.onnx")]) == 0
+    meta = read_metadata(tmp_path / "f.onnx")
+    assert meta["fused"] is True
+    torch.manual_seed(0)
+    model = calibrate_bn(ghostnest.create_model("ghostmixnet"), 32)
+    fused_path = export_model(ghostnest.fuse(model, fast_mish=False), "onnx", tmp_path / "g.onnx", 32, META)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.std() > 1e-2
+    torch.testing.assert_close(OnnxClassifier(fused_path)(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_times_onnxruntime_beside_torch():
+    from ghostnest.bench import bench_models
+
+    tiny = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1]}
+    rows = bench_models(["ghostmixnet"], input_size=32, batch=2, repeats=2, warmup=1, device="cpu",
+                        model_kwargs=tiny, fuse=True, runtime="onnxruntime")
+    assert [r["name"] for r in rows] == ["ghostmixnet", "ghostmixnet [onnxruntime]"]
+    assert all(r["median_ms"] > 0 and r["images_per_s"] > 0 for r in rows)
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["params"] == rows[0]["params"]
+    with pytest.raises(ValueError, match="--runtime onnxruntime times CPU fp32 inference"):
+        bench_models(["ghostmixnet"], mode="train", device="cpu", runtime="onnxruntime", model_kwargs=tiny)
