@@ -128,7 +128,7 @@ def _free(device: str) -> None:
 
 
 def run(args, results_dir: Path = RESULTS_DIR) -> Path:
-    from ghostnest.bench import resolve_device
+    from ghostnest.devices import resolve_device
 
     device = resolve_device(args.device).type
     if args.threads is None and device == "cpu":
@@ -531,7 +531,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.list:
-            from ghostnest.bench import resolve_device
+            from ghostnest.devices import resolve_device
 
             device = args.device if args.device != "auto" else resolve_device("auto").type
             for c in plan_cells(device, args.quick, args.batch):

@@ -62,11 +62,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import resolve_device
 from .registry import create_model, model_info
 from .stats import count_flops, count_params
 
 MODES = ("infer", "train")
-DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Keys every row returned by bench_models has (tests and the --json output rely on them).
@@ -78,20 +78,6 @@ RESULT_KEYS = (
 
 
 # --------------------------------------------------------------------------------------------------- validation
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; ``cuda`` without a GPU -> ``ValueError`` naming the fix."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' requested but no CUDA GPU is available to PyTorch "
-            f"(torch {torch.__version__}, cuda build: {torch.version.cuda or 'no'}); use --device cpu or --device auto"
-        )
-    return torch.device(device)
-
-
 def check_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The torch dtype for ``fp32``/``bf16``/``fp16``; ``ValueError`` if this device cannot run it under autocast."""
     if dtype not in DTYPES:

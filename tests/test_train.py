@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ghostnest
+from ghostnest import fileio
 from ghostnest.train import TrainingDiverged, resolve_config, train
 from ghostnest.train import checkpoint as ckpt
 from ghostnest.train import loop
@@ -96,14 +97,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "f.bin"
-    ckpt.atomic_write_bytes(path, b"old")
+    fileio.atomic_write_bytes(path, b"old")
 
     def boom(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        ckpt.atomic_write_bytes(path, b"new")
+        fileio.atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 

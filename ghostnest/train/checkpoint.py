@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (the writers use these)
+from ..fileio import atomic_path
 
 META_KEY = "ghostnest"
 FORMAT = 1

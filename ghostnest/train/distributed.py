@@ -28,16 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from ..data.loader import TrainBatches
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"--device {name!r}: accepted values: auto, cpu, cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
-    return torch.device(name)
+from ..devices import resolve_device
 
 
 @dataclass
@@ -126,9 +117,9 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     (torchrun itself also stops the other ranks as soon as one exits with an error).
     """
     if not dist.is_initialized() and not launched_by_torchrun():
-        return Dist(pick_device(device))
+        return Dist(resolve_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = pick_device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         if dev.index is not None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ValueError(f"--device {device}: under torchrun use --device cuda (or auto); each process takes "

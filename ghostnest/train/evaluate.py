@@ -16,8 +16,10 @@ import torch
 from ..data import default_data_dir, load_dataset
 from ..data.datasets import read_image
 from ..data.loader import Normalize, resize_batch, resize_steps
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, resolve_checkpoint_path
-from .loop import evaluate, pick_device
+from ..devices import resolve_device
+from ..fileio import atomic_write_bytes, atomic_write_text
+from .checkpoint import load_checkpoint, resolve_checkpoint_path
+from .loop import evaluate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -54,7 +56,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, data
     (default: the data set it was trained on). Writes ``confusion.png`` (and ``eval.json``) next to the
     checkpoint, or into ``out_dir``."""
     path = resolve_checkpoint_path(checkpoint)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model, meta = load_checkpoint(path, dev)
     name = dataset or meta["dataset"]
     data = load_dataset(name, data_dir or default_data_dir(), download=True)
@@ -106,7 +108,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
     Every image is resized (bicubic, antialiased) to the checkpoint's ``input_size`` and normalised with its
     ``mean``/``std``: the preprocessing of its training run.
     """
-    dev = pick_device(device)
+    dev = resolve_device(device)
     if Path(checkpoint).suffix == ".onnx":  # an exported model, run by onnxruntime on the CPU
         from ..export import OnnxClassifier
 

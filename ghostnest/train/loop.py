@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from ..data import build_augment, build_mix, default_data_dir, eval_batches, load_dataset, train_val_split
 from ..data.loader import Normalize, epoch_seed, resize_steps
+from ..fileio import atomic_write_bytes, atomic_write_text
 from ..registry import create_model
 from ..stats import count_params
-from .checkpoint import atomic_write_text, load_into, read_checkpoint, save_state, save_weights
+from .checkpoint import load_into, read_checkpoint, save_state, save_weights
 from .config import TrainConfig, config_from_dict, config_to_dict
-from .distributed import pick_device  # noqa: F401 (evaluate.py and callers import it from here)
 from .distributed import Dist, ShardedBatches, StopRequest, peer_failure, setup
 
 METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "seconds"]
@@ -158,7 +158,6 @@ def plot_curves(path: Path, rows: list[dict], title: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    from .checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
 
