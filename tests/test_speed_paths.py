@@ -14,6 +14,7 @@ import ghostnest
 from ghostnest.fuse import use_fast_mish
 from ghostnest.layers import GhostModule, MixConv2d
 from ghostnest.layers.fused import FastMish, fast_mish_enabled, mish_formula
+from ghostnest.layers.depthwise import depthwise_conv2d
 from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_default_mixconv_impl
 from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock
 
@@ -55,7 +56,7 @@ def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
     m = MixConv2d(10, (3, 5, 7, 9), stride, multiplier=multiplier, bias=True)
     x = torch.randn(2, 10, size, size)
     ref = _forward_backward(_set_impl(m, "split"), x)
-    for impl in ("single", "repeat", "matmul", "auto"):
+    for impl in ("single", "repeat", "rowgrad", "matmul", "auto"):
         out, gx, grads = _forward_backward(_set_impl(m, impl), x)
         _assert_close(out, ref[0], f"{impl} output")
         _assert_close(gx, ref[1], f"{impl} input grad")
@@ -65,7 +66,9 @@ def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
 
 def test_mixconv_default_impl_switch_and_auto_choice():
     m1, m8 = MixConv2d(8, (3, 5)), MixConv2d(8, (3, 5), multiplier=8)
-    assert m1.resolved_impl() == m8.resolved_impl() == "split"  # training: weights need gradients
+    # training (weights need gradients) on CPU: the custom backward for multiplier <= 2, split beyond
+    assert m1.resolved_impl() == "rowgrad" and m8.resolved_impl() == "split"
+    assert MixConv2d(8, (3, 5), stride=2).resolved_impl() == "split"  # rowgrad is stride-1 only
     with torch.no_grad():
         assert m1.resolved_impl() == "single" and m8.resolved_impl() == "repeat"
     old = set_default_mixconv_impl("split")
@@ -75,9 +78,31 @@ def test_mixconv_default_impl_switch_and_auto_choice():
         set_default_mixconv_impl(old)
     with pytest.raises(ValueError, match="not valid"):
         set_default_mixconv_impl("fastest")
-    assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat", "matmul"}
-    assert m1.resolved_impl(64) == "matmul" and m1.resolved_impl(65) == "split"
+    assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat", "rowgrad", "matmul"}
+    assert m1.resolved_impl(16) == "matmul" and m1.resolved_impl(17) == "rowgrad"
+    assert m8.resolved_impl(16) == "matmul" and m8.resolved_impl(64) == "split"
     assert "convs.0.weight" in m8.state_dict() and len(m8.state_dict()) == 2  # impl is not state
+
+
+@pytest.mark.parametrize("multiplier", [1, 2, 8])
+@pytest.mark.parametrize("k,size", [(3, 6), (5, 4), (7, 9), (9, 8), (9, 3)])
+def test_depthwise_conv2d_custom_backward_equals_pytorch(multiplier, k, size):
+    """depthwise_conv2d's hand-written backward (matrix products per kernel row) against PyTorch's own, also where
+    the kernel is larger than the map and with a non-square map."""
+    torch.manual_seed(k * size + multiplier)
+    x = torch.randn(3, 5, size, size + 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5 * multiplier, 1, k, k, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 5 * multiplier, size, size + 2, dtype=torch.float64)
+    ref = torch.autograd.grad(F.conv2d(x, w, None, 1, k // 2, 1, 5), (x, w), g)
+    out = depthwise_conv2d(x, w)
+    got = torch.autograd.grad(out, (x, w), g)
+    _assert_close(out, F.conv2d(x, w, None, 1, k // 2, 1, 5), "output")
+    _assert_close(got[0], ref[0], "input grad")
+    _assert_close(got[1], ref[1], "weight grad")
+    assert torch.autograd.gradcheck(depthwise_conv2d, (x[:1, :, :4, :5].detach().requires_grad_(),
+                                                       w[:, :, :3, :3].contiguous().detach().requires_grad_()))
+    with pytest.raises(ValueError, match="odd square depthwise kernel"):
+        depthwise_conv2d(x, w[:, :, :2, :2])
 
 
 def test_mish_formula_and_compiled_mish_equal_mish():

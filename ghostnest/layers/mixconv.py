@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import depthwise_conv2d
+
 # How MixConv2d runs its groups (issue 7, "speed"); every choice gives the same output (tests/test_speed_paths.py).
 #   "split":  one depthwise convolution per kernel group on a channel slice, outputs concatenated (the plain
 #             reading of seed 000, Figure 2).
@@ -15,15 +17,21 @@ from torch import nn
 #   "repeat": for a channel multiplier m > 1, the input channels are repeated m times first, so every group is a
 #             plain depthwise convolution (groups == channels), which oneDNN runs far faster on CPU than a
 #             depthwise convolution with a channel multiplier; groups still split and concatenated.
-#   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"): in inference (no gradient)
-#             "single" for m == 1 and "repeat" for m > 1; when the weights need gradients (training) "split",
-#             because oneDNN's depthwise backward made both merged forms slower (ME-NeSt-Ghost-S step 4.4 s split,
-#             5.5 s single, 5.4 s repeat, 6.2 s both).
+#   "rowgrad": as "split", but every stride-1 group with a kernel of at least ROWGRAD_MIN_KERNEL runs through
+#             :func:`~ghostnest.layers.depthwise.depthwise_conv2d`: oneDNN's forward, and a backward built from
+#             batched matrix products (oneDNN's depthwise weight gradient is its slow case for large kernels).
 #   "matmul": for small maps (at most SMALL_MAP pixels): the whole MixConv as one batched matrix product, one
 #             (H_out*W_out x H*W) matrix per output channel gathered from its (zero-padded) kernel; exact (the same
-#             sums, without the taps that only ever see padding). oneDNN's depthwise backward is slowest there.
-MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "matmul")
-SMALL_MAP = 64  # pixels (8 x 8): where "auto" uses "matmul" in training
+#             sums, without the taps that only ever see padding).
+#   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"). In inference (no gradient):
+#             "single" for m == 1 and "repeat" for m > 1. In training (the weights need gradients) on CPU:
+#             "matmul" on maps of at most SMALL_MAP pixels, else "rowgrad" for m <= ROWGRAD_MAX_MULTIPLIER, else
+#             "split" (ME-NeSt-Ghost-S step, 128x128, batch 16: MixConv forward + backward 4.5 s all "split",
+#             3.5 s with "matmul" on maps <= 8x8, about 2.3 s with this rule). Training elsewhere (GPU): "split".
+MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "rowgrad", "matmul")
+SMALL_MAP = 16  # pixels (4 x 4): where "auto" uses "matmul" in training
+ROWGRAD_MIN_KERNEL = 5  # oneDNN's own weight gradient is fast for 3x3 kernels
+ROWGRAD_MAX_MULTIPLIER = 2  # with 8 outputs per channel, "split" was faster (measured)
 _DEFAULT_IMPL = ["auto"]
 
 
@@ -120,11 +128,16 @@ class MixConv2d(nn.Module):
             if self.convs[0].weight.device.type == "meta":
                 impl = "split"  # shape/FLOP counting: the architecture's multiply-adds, not the zero-padded taps
             elif torch.is_grad_enabled() and self.convs[0].weight.requires_grad:
-                # training: oneDNN's depthwise backward is slower for both merged convolutions (measured)
-                impl = "matmul" if pixels is not None and pixels <= SMALL_MAP else "split"
+                # training: oneDNN's depthwise backward is slower for both merged convolutions (measured on CPU)
+                if self.convs[0].weight.device.type != "cpu":
+                    impl = "split"
+                elif pixels is not None and pixels <= SMALL_MAP:
+                    impl = "matmul"
+                else:
+                    impl = "rowgrad" if self.multiplier <= ROWGRAD_MAX_MULTIPLIER else "split"
             else:
                 impl = "repeat" if self.multiplier > 1 else "single"
-        if impl == "repeat" and self.multiplier == 1:
+        if (impl == "repeat" and self.multiplier == 1) or (impl == "rowgrad" and self.stride != 1):
             impl = "split"
         return impl
 
@@ -182,7 +195,17 @@ class MixConv2d(nn.Module):
                 F.conv2d(part, conv.weight, conv.bias, self.stride, conv.padding, 1, part.shape[1])
                 for conv, part in zip(self.convs, x.split([c * m for c in self.splits], dim=1))
             ], dim=1)
+        if impl == "rowgrad":
+            parts = x.split(self.splits, dim=1)
+            return torch.cat([self._rowgrad_group(conv, part) for conv, part in zip(self.convs, parts)], dim=1)
         return torch.cat([conv(part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
+
+    @staticmethod
+    def _rowgrad_group(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        if conv.kernel_size[0] < ROWGRAD_MIN_KERNEL or conv.stride != (1, 1):
+            return conv(x)
+        out = depthwise_conv2d(x, conv.weight)
+        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"impl={self.impl or _DEFAULT_IMPL[0]}, splits={self.splits}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, multiplier={self.multiplier}"
