@@ -139,3 +139,39 @@ def test_autocast_choice():
     assert loop.autocast_for(tiny_config(amp="fp16"), cuda)[1] == torch.float16
     assert loop.autocast_for(tiny_config(amp="off"), cuda)[1] is None  # YAML `off` -> fp32
     assert loop.autocast_for(tiny_config(amp="bf16"), cpu)[1] is None  # never on CPU
+
+
+def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
+    """ME-NeSt-Ghost through the loop: compiled Mish (FastMish) and the CPU MixConv training paths (custom-backward
+    "rowgrad" on 16x16 and 8x8 maps, "matmul" on 4x4) train, and resume repeats the uninterrupted run exactly."""
+    from ghostnest.layers import MixConv2d
+    from ghostnest.layers.fused import FastMish
+
+    seen = {"impls": set(), "fast_mish": 0}
+    real_forward = MixConv2d.forward
+
+    def spy(self, x):
+        seen["impls"].add(self.resolved_impl(x.shape[-2] * x.shape[-1]))
+        return real_forward(self, x)
+
+    real_use_fast_mish = loop.use_fast_mish
+
+    def spy_mish(model):
+        out = real_use_fast_mish(model)
+        seen["fast_mish"] += sum(isinstance(m, FastMish) for m in out.modules())
+        return out
+
+    monkeypatch.setattr(MixConv2d, "forward", spy)
+    monkeypatch.setattr(loop, "use_fast_mish", spy_mish)
+    small = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 1, 16, 2, 2], ["ms_ghost", 1, 16, 2, 2]], "stem_width": 8,
+             "num_features": 32}
+    cfg = dict(model="menest_ghost_s", model_kwargs=small, epochs=2, batch_size=16, lr=3e-3,
+               dataset="fake:classes=4,size=32,train=96,test=32")
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny_config(**cfg), full, device="cpu", progress=False)
+    assert {"rowgrad", "matmul"} <= seen["impls"] and seen["fast_mish"] > 0
+    train(tiny_config(**cfg), part, device="cpu", progress=False, stop_after=1)
+    train(None, resume=part, device="cpu", progress=False)
+    assert [r["train_loss"] for r in rows(full)] == [r["train_loss"] for r in rows(part)]
+    losses = [float(r["train_loss"]) for r in rows(full)]
+    assert all(l == l and l < 10 for l in losses)  # finite

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ..data import build_augment, build_mix, default_data_dir, eval_batches, load_dataset, train_val_split
 from ..data.loader import Normalize, epoch_seed, resize_steps
 from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fuse import use_fast_mish
 from ..registry import create_model
 from ..stats import count_params
 from .checkpoint import load_into, read_checkpoint, save_state, save_weights
@@ -262,6 +263,7 @@ def _fit(cfg: TrainConfig, run: Path, d: Dist, stop: StopRequest, resume, progre
         raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
                          "the --set model_kwargs.* options") from None
     params = count_params(model)
+    use_fast_mish(model)  # Mish as one compiled kernel (ME-NeSt-Ghost); GHOSTNEST_FAST_MISH=0 keeps F.mish
     if cfg.sync_bn and d.world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
     channels_last = cfg.channels_last and dev.type == "cuda"
