@@ -1,10 +1,12 @@
 """Issue 7 ("speed"): before/after measurements of every fast path, and the issue's target ratios.
 
 Each *cell* builds several variants (a model in one configuration: plain or fast, NCHW or channels_last) in ONE
-process, warms each up, then times them **interleaved** (round robin, the starting variant rotating each round)
-and reports medians and minima, as ``ghostnest bench`` does. Ratios within a cell are the robust figures on a
-shared machine. Results go to ``benchmarks/results/speed/<device>.json``; ``--render`` writes
-``benchmarks/sections/speed.md``, which ``benchmarks/run_benchmarks.py`` includes in docs/benchmarks.md.
+process and times them with ``ghostnest.bench.bench_variants``, the loop behind ``ghostnest bench``: two warm-up
+steps each, then **interleaved** rounds (round robin, the starting variant rotating each round), reporting medians,
+quartiles and minima. All variants of a cell get the same random batch; a ``+cl`` variant gets it in
+channels_last. Ratios within a cell are the robust figures on a shared machine. Results go to
+``benchmarks/results/speed/<device>.json``; ``--render`` writes ``benchmarks/sections/speed.md``, which
+``benchmarks/run_benchmarks.py`` includes in docs/benchmarks.md.
 
 Variants:
 
@@ -27,19 +29,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ghostnest  # noqa: E402
+from ghostnest.bench import bench_variants, environment  # noqa: E402
 from ghostnest.fuse import use_fast_mish  # noqa: E402
 from ghostnest.layers import MixConv2d  # noqa: E402
 
@@ -91,55 +92,23 @@ def build(variant: str, mode: str, num_classes: int, device: torch.device) -> to
 
 
 def run_cell(cell_id: str, device: str, rounds: int | None, say) -> dict:
+    """Build a cell's variants and time them with :func:`ghostnest.bench.bench_variants` (2 warm-up steps each)."""
     mode, size, batch, variants, default_rounds, target = CELLS[cell_id]
     rounds = rounds or default_rounds
     dev = torch.device(device)
     num_classes = 10 if "gmn" in cell_id else 100
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(batch, 3, size, size, generator=gen).to(dev)
-    y = torch.randint(0, num_classes, (batch,), generator=gen).to(dev)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    steps, first_ms = {}, {}
+    models = []
     for variant in variants:
         say(f"{cell_id}: building {variant}")
-        model = build(variant, mode, num_classes, dev)
-        x = x0.contiguous(memory_format=torch.channels_last) if variant.endswith("+cl") else x0
-        if mode == "infer":
-            def step(model=model, x=x):
-                with torch.inference_mode():
-                    model(x)
-                sync()
-        else:
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
-
-            def step(model=model, x=x, opt=opt):
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-                sync()
-        t0 = time.perf_counter()
-        step()
-        first_ms[variant] = (time.perf_counter() - t0) * 1e3
-        steps[variant] = step
-    for step in steps.values():  # second warm-up, interleaved
-        step()
-    times = {v: [] for v in variants}
-    say(f"{cell_id}: timing {len(variants)} variants x {rounds} rounds, interleaved")
-    for r in range(rounds):
-        order = variants[r % len(variants):] + variants[: r % len(variants)]
-        for v in order:
-            t0 = time.perf_counter()
-            steps[v]()
-            times[v].append((time.perf_counter() - t0) * 1e3)
-    rows = []
-    for v in variants:
-        ts = sorted(times[v])
-        rows.append(dict(variant=v, median_ms=statistics.median(ts), min_ms=ts[0], max_ms=ts[-1],
-                         p25_ms=ts[len(ts) // 4], p75_ms=ts[(3 * len(ts)) // 4], first_call_ms=first_ms[v],
-                         images_per_s=batch * 1e3 / statistics.median(ts), times_ms=times[v]))
-    del steps
+        models.append((variant, build(variant, mode, num_classes, dev)))
+    rows = bench_variants(models, size, batch, num_classes, mode=mode, device=device,
+                          channels_last=["cl" in v.split("+")[1:] for v in variants], repeats=rounds, warmup=2,
+                          progress=lambda msg: say(f"{cell_id}: {msg}"))
+    del models
     gc.collect()
-    return dict(id=cell_id, mode=mode, input=size, batch=batch, rounds=rounds, target=target, rows=rows,
+    keys = ("median_ms", "min_ms", "max_ms", "p25_ms", "p75_ms", "first_call_ms", "images_per_s", "times_ms")
+    return dict(id=cell_id, mode=mode, input=size, batch=batch, rounds=rounds, target=target,
+                rows=[dict(variant=r["name"], **{k: r[k] for k in keys}) for r in rows],
                 threads=torch.get_num_threads(), device=device)
 
 
@@ -255,8 +224,6 @@ def main(argv=None) -> int:
     if args.render:
         print(render())
         return 0
-    from ghostnest.bench import environment
-
     torch.set_num_threads(args.threads)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@
 starting model rotating each round: A B C, B C A, C A B, ...), so that a slow-down from other work on the
 machine (a shared CPU, a GPU's clock) falls on all models alike instead of on whichever ran last. It reports the
 median and the spread (quartiles, min, max) of the time per batch, not the mean: on a shared machine single
-batches can be several times slower than usual, and the median ignores them.
+batches can be several times slower than usual, and the median ignores them. :func:`bench_variants` times models
+built by the caller (e.g. one network in several configurations, as ``benchmarks/speed.py`` does) with the same
+loop.
 
 What one timed step is:
 
@@ -56,7 +58,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -186,15 +188,14 @@ class _PeakMemory:
 # ------------------------------------------------------------------------------------------------------ setup
 @dataclass
 class _Case:
-    """One model under test: the model, its step function and its timings."""
+    """One model under test: the model, its step function, its timings and fixed fields of its result row."""
 
     name: str
     model: nn.Module
     step: Callable[[], None]
-    params: int
-    gflops: float
-    family: str
-    times_ms: list
+    channels_last: bool
+    extra: dict
+    times_ms: list = field(default_factory=list)
     first_call_ms: float = 0.0
     peak_mem_mb: float | None = None
     mem_kind: str = ""
@@ -210,8 +211,8 @@ def _onnxruntime_case(case: _Case, x: torch.Tensor, input_size: int, say) -> _Ca
     with tempfile.TemporaryDirectory() as tmp:
         path = export_model(case.model, "onnx", f"{tmp}/{case.name}.onnx", input_size, {"model": case.name})
         session = OnnxClassifier(path, threads=torch.get_num_threads())
-    onnx_case = _Case(f"{case.name} [onnxruntime]", case.model, lambda: session(x), case.params, case.gflops,
-                      case.family, [])
+    onnx_case = _Case(f"{case.name} [onnxruntime]", case.model, lambda: session(x), case.channels_last,
+                      dict(case.extra))
     t0 = time.perf_counter()
     onnx_case.step()
     onnx_case.first_call_ms = (time.perf_counter() - t0) * 1e3
@@ -305,6 +306,35 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------- main
+def _check_run(mode: str, batch: int, repeats: int, warmup: int, input_size: int, num_classes: int, device: str,
+               dtype: str) -> tuple[torch.device, torch.dtype]:
+    """Checks shared by :func:`bench_models` and :func:`bench_variants`; the resolved device and torch dtype."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    _check_positive(batch=batch, repeats=repeats, input=input_size, num_classes=num_classes)
+    if not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be at least 1 (the first step measures memory), got {warmup!r}; pass --warmup 1")
+    dev = resolve_device(device)
+    tdtype = check_dtype(dtype, dev)
+    if mode == "train" and batch < 2:
+        raise ValueError("--mode train needs --batch 2 or more (BatchNorm cannot train on a single image)")
+    return dev, tdtype
+
+
+@contextlib.contextmanager
+def _num_threads(threads: int | None):
+    """``torch.set_num_threads(threads)`` for the block (nothing if ``None``), restored afterwards."""
+    if threads is not None:
+        _check_positive(threads=threads)
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def bench_models(
     names: Sequence[str],
     input_size: int | None = None,
@@ -340,17 +370,9 @@ def bench_models(
     if not names:
         raise ValueError("no model given; name one or more models (see `ghostnest models`)")
     infos = [model_info(n) for n in names]  # ValueError naming close matches for an unknown name
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     input_size = input_size if input_size is not None else infos[0].input_size
     num_classes = num_classes if num_classes is not None else infos[0].num_classes
-    _check_positive(batch=batch, repeats=repeats, input=input_size, num_classes=num_classes)
-    if not isinstance(warmup, int) or warmup < 1:
-        raise ValueError(f"warmup must be at least 1 (the first step measures memory), got {warmup!r}; pass --warmup 1")
-    dev = resolve_device(device)
-    tdtype = check_dtype(dtype, dev)
-    if mode == "train" and batch < 2:
-        raise ValueError("--mode train needs --batch 2 or more (BatchNorm cannot train on a single image)")
+    dev, tdtype = _check_run(mode, batch, repeats, warmup, input_size, num_classes, device, dtype)
     if fuse and mode != "infer":
         raise ValueError("fusion applies to inference only; drop --fuse for --mode train")
     if runtime not in ("torch", "onnxruntime"):
@@ -358,51 +380,117 @@ def bench_models(
     if runtime == "onnxruntime" and (mode != "infer" or dev.type != "cpu" or dtype != "fp32" or compile):
         raise ValueError("--runtime onnxruntime times CPU fp32 inference: use --mode infer --device cpu --dtype fp32, "
                          "without --compile")
-    if threads is not None:
-        _check_positive(threads=threads)
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _run(
-            names=names, infos=infos, input_size=input_size, batch=batch, mode=mode, dev=dev, dtype=dtype,
-            tdtype=tdtype, channels_last=channels_last, compile=compile, repeats=repeats, warmup=warmup,
-            num_classes=num_classes, kwargs=dict(model_kwargs or {}), fuse=fuse, seed=seed,
-            say=progress or (lambda _msg: None), runtime=runtime,
+    kwargs = dict(model_kwargs or {})
+    say = progress or (lambda _msg: None)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def builder(name: str, family: str):
+        def build() -> tuple[nn.Module, dict]:
+            say(f"building {name}")
+            gflops = _gflops(name, input_size, num_classes, kwargs)
+            torch.manual_seed(seed)
+            model = create_model(name, num_classes=num_classes, **kwargs)
+            extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
+            model = prepare_model(model.to(dev, memory_format=memory_format), mode, fuse)
+            return (torch.compile(model) if compile else model), extra
+
+        return name, channels_last, build
+
+    with _num_threads(threads):
+        rows = _run(
+            builders=[builder(name, info.family) for name, info in zip(names, infos)], input_size=input_size,
+            batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
+            warmup=warmup, seed=seed, say=say, compile=compile, runtime=runtime,
         )
-    finally:
-        torch.set_num_threads(old_threads)
+    return [{key: row[key] for key in RESULT_KEYS} for row in rows]
 
 
-def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_last, compile, repeats, warmup,
-         num_classes, kwargs, fuse, seed, say, runtime="torch") -> list[dict]:
-    """The body of :func:`bench_models`, its arguments already checked."""
+def bench_variants(
+    variants: Sequence[tuple[str, nn.Module]],
+    input_size: int,
+    batch: int,
+    num_classes: int,
+    mode: str = "infer",
+    device: str = "auto",
+    dtype: str = "fp32",
+    channels_last: bool | Sequence[bool] = False,
+    repeats: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Time prebuilt ``(name, model)`` pairs interleaved, as :func:`bench_models` does; one row per pair, in order.
+
+    For comparing one network in several configurations (fused or not, another kernel): each model is timed as
+    given, only moved to ``device`` (and to channels_last where asked) and put in train or eval mode per ``mode``;
+    fuse or compile it beforehand. ``channels_last`` is one flag for all or one per variant; a channels_last
+    variant gets a channels_last copy of the input. All variants get the same random batch (and, in train mode,
+    labels below ``num_classes``) and each its own ``AdamW``. Rows carry the keys of :data:`RESULT_KEYS` except
+    ``family``, ``compiled``, ``fused`` and ``gflops``, plus ``times_ms`` (the timed rounds in the order run);
+    ``params`` counts the model as given. ``peak_mem_mb`` is measured as in :func:`bench_models`, but with every
+    variant already built (on CUDA it includes all of their weights). Raises ``ValueError`` as
+    :func:`bench_models` does.
+    """
+    variants = list(variants)
+    if not variants:
+        raise ValueError("no variant given; pass one or more (name, model) pairs")
+    for item in variants:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], nn.Module)):
+            raise ValueError(f"each variant must be a (name, nn.Module) pair, got {item!r:.80}")
+    flags = [channels_last] * len(variants) if isinstance(channels_last, bool) else [bool(c) for c in channels_last]
+    if len(flags) != len(variants):
+        raise ValueError(f"channels_last has {len(flags)} flags for {len(variants)} variants; give one per variant")
+    dev, tdtype = _check_run(mode, batch, repeats, warmup, input_size, num_classes, device, dtype)
+
+    def builder(name: str, model: nn.Module, cl: bool):
+        def build() -> tuple[nn.Module, dict]:
+            model.to(dev)
+            if cl:
+                model.to(memory_format=torch.channels_last)
+            model.train(mode == "train")
+            return model, {}
+
+        return name, cl, build
+
+    with _num_threads(threads):
+        return _run(
+            builders=[builder(name, model, cl) for (name, model), cl in zip(variants, flags)], input_size=input_size,
+            batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
+            warmup=warmup, seed=seed, say=progress or (lambda _msg: None),
+        )
+
+
+def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, repeats, warmup, seed, say,
+         compile=False, runtime="torch") -> list[dict]:
+    """The one timing loop behind :func:`bench_models` and :func:`bench_variants`, arguments already checked.
+
+    ``builders`` are ``(name, channels_last, build)``; ``build()`` returns the model ready to time and extra fields
+    for its row, and is called just before that model's first warm-up step, which runs alone (first-call time and
+    peak memory). The remaining warm-up and the ``repeats`` timed rounds then run interleaved, the starting model
+    rotating each round.
+    """
     gen = torch.Generator().manual_seed(seed)
     x_cpu = torch.randn(batch, 3, input_size, input_size, generator=gen)
     y_cpu = torch.randint(0, num_classes, (batch,), generator=gen)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    x = x_cpu.to(dev).contiguous(memory_format=memory_format)
     y = y_cpu.to(dev)
+    inputs: dict[bool, torch.Tensor] = {}
 
     cases: list[_Case] = []
-    for name, info in zip(names, infos):
-        say(f"building {name}")
-        gflops = _gflops(name, input_size, num_classes, kwargs)
-        torch.manual_seed(seed)
-        model = create_model(name, num_classes=num_classes, **kwargs)
-        params = count_params(model)
-        model = model.to(dev, memory_format=memory_format)
-        model = prepare_model(model, mode, fuse)
-        if compile:
-            model = torch.compile(model)
-        step = _make_step(model, mode, x, y, dev, tdtype)
-        case = _Case(name, model, step, params, gflops, info.family, [])
+    for name, channels_last, build in builders:
+        model, extra = build()
+        if channels_last not in inputs:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            inputs[channels_last] = x_cpu.to(dev).contiguous(memory_format=fmt)
+        step = _make_step(model, mode, inputs[channels_last], y, dev, tdtype)
+        case = _Case(name, model, step, channels_last, extra)
         # First warm-up step alone: memory, and (with compile) the compilation.
         say(f"warming up {name}")
-        t0 = time.perf_counter()
         try:
             with _PeakMemory(dev) as mem:
+                t0 = time.perf_counter()
                 step()
+                case.first_call_ms = (time.perf_counter() - t0) * 1e3
         except torch.cuda.OutOfMemoryError:
             raise ValueError(
                 f"{name}: out of GPU memory at batch {batch}, input {input_size}; use a smaller --batch or --input"
@@ -412,7 +500,6 @@ def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{name}: torch.compile failed ({msg}); run without --compile") from None
-        case.first_call_ms = (time.perf_counter() - t0) * 1e3
         case.peak_mem_mb, case.mem_kind = mem.mb, mem.kind
         cases.append(case)
         if runtime == "onnxruntime":
@@ -440,18 +527,14 @@ def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_
         rows.append(
             {
                 "name": case.name,
-                "family": case.family,
                 "mode": mode,
                 "device": str(dev),
                 "dtype": dtype,
                 "input_size": input_size,
                 "batch": batch,
                 "num_classes": num_classes,
-                "channels_last": channels_last,
-                "compiled": compile,
-                "fused": fuse,
-                "params": case.params,
-                "gflops": case.gflops,
+                "channels_last": case.channels_last,
+                "params": count_params(case.model),
                 "median_ms": med,
                 "p25_ms": p25,
                 "p75_ms": p75,
@@ -467,6 +550,8 @@ def _run(*, names, infos, input_size, batch, mode, dev, dtype, tdtype, channels_
                 "repeats": repeats,
                 "warmup": warmup,
                 "threads": torch.get_num_threads(),
+                "times_ms": case.times_ms,
+                **case.extra,
             }
         )
     first, first_min = rows[0]["median_ms"], rows[0]["min_ms"]

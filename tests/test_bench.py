@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ghostnest import create_model
-from ghostnest.bench import RESULT_KEYS, _make_step, _percentile, bench_models, format_table
+from ghostnest.bench import RESULT_KEYS, _make_step, _percentile, bench_models, bench_variants, format_table
 from ghostnest.cli import main
 
 TINY = dict(depths=(1, 1, 1), widths=(8, 16, 32), stem_width=8)
@@ -59,6 +59,25 @@ def test_bench_train_mode_and_options():
     assert r["mode"] == "train" and r["num_classes"] == 7 and r["threads"] == 1
     assert r["ratio_to_first"] == 1.0
     assert r["mem_kind"].startswith("cpu_")
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_bench_variants_times_prebuilt_models_in_order(mode):
+    torch.manual_seed(0)
+    variants = [("tiny", create_model("ghostmixnet", **TINY)), ("tiny+cl", create_model("ghostmixnet", **TINY))]
+    rows = bench_variants(variants, 32, 2, 10, mode=mode, device="cpu", channels_last=[False, True], repeats=3,
+                          warmup=1)
+    assert [r["name"] for r in rows] == ["tiny", "tiny+cl"]
+    assert [r["channels_last"] for r in rows] == [False, True]
+    for r in rows:
+        assert r["mode"] == mode and r["repeats"] == 3 and len(r["times_ms"]) == 3
+        assert all(t > 0 for t in r["times_ms"]) and r["first_call_ms"] > 0
+        assert r["min_ms"] <= r["p25_ms"] <= r["median_ms"] <= r["p75_ms"] <= r["max_ms"]
+        assert r["images_per_s"] == pytest.approx(2 * 1000 / r["median_ms"])
+    assert variants[1][1].stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(m.training == (mode == "train") for _, m in variants)
+    with pytest.raises(ValueError, match="one per variant"):
+        bench_variants(variants, 32, 2, 10, device="cpu", channels_last=[True])
 
 
 def test_train_step_updates_weights_and_infer_step_does_not():
