@@ -171,6 +171,35 @@ def test_split_attention_radix2_is_convex_combination_of_splits():
     assert ((w > 0) & (w < 1)).all()
 
 
+@pytest.mark.parametrize("radix,cardinality", [(2, 1), (3, 1), (2, 4), (4, 2)])
+def test_split_attention_layouts_agree(radix, cardinality):
+    """channel_major (split r of channel c at c * radix + r, what MSBlock's MixConv emits) equals split_major
+    (ResNeSt's order) on the same splits, in train and eval mode, output and gradients; and it matches a
+    straightforward reading of ResNeSt's formula."""
+    torch.manual_seed(radix * 10 + cardinality)
+    sm = SplitAttention(16, radix, cardinality, reduction=4, min_inner=8)
+    cm = SplitAttention(16, radix, cardinality, reduction=4, min_inner=8, layout="channel_major")
+    cm.load_state_dict(sm.state_dict())
+    splits = torch.randn(3, radix, 16, 5, 4, dtype=torch.float64)
+    sm, cm = sm.double(), cm.double()
+    for train in (True, False):
+        sm.train(train), cm.train(train)
+        xs = splits.reshape(3, radix * 16, 5, 4).requires_grad_()
+        xc = splits.transpose(1, 2).reshape(3, 16 * radix, 5, 4).requires_grad_()
+        ys, yc = sm(xs), cm(xc)
+        assert torch.allclose(ys, yc, atol=1e-12)
+        gs, = torch.autograd.grad(ys.square().sum(), xs)
+        gc, = torch.autograd.grad(yc.square().sum(), xc)
+        assert torch.allclose(gs.view(3, radix, 16, 5, 4).transpose(1, 2).reshape(3, -1, 5, 4), gc, atol=1e-12)
+    # ResNeSt: gap = pool(sum of splits); attention over the radix per (cardinal group, channel); weighted sum
+    gap = splits.sum(1).mean((2, 3), keepdim=True)
+    logits = sm.fc2(sm.act1(sm.bn1(sm.fc1(gap)))).view(3, cardinality, radix, 16 // cardinality)
+    a = logits.softmax(2).transpose(1, 2).reshape(3, radix, 16, 1, 1)
+    assert torch.allclose(ys, (splits * a).sum(1), atol=1e-12)
+    with pytest.raises(ValueError, match="layout"):
+        SplitAttention(16, layout="interleaved")
+
+
 def test_split_attention_radix1_is_sigmoid_gate():
     sa = SplitAttention(8, radix=1, min_inner=4).eval()
     x = torch.rand(1, 8, 4, 4) + 0.1

@@ -52,7 +52,11 @@ class SplitAttention(nn.Module):
     are added after the pooling layer to predict the attention weights for each split." With radix 2 and
     cardinality 1 this is an SK-unit; with radix 1 it degenerates to SE-like sigmoid gating.
 
-    Input: ``(N, radix * channels, H, W)``, the ``radix`` splits stacked along channels (split-major).
+    Input: ``(N, radix * channels, H, W)``, the ``radix`` splits stacked along channels: ``layout="split_major"``
+    (ResNeSt's order, split ``r`` of channel ``c`` at ``r * channels + c``) or ``layout="channel_major"`` (at
+    ``c * radix + r``: the order in which a depthwise convolution with channel multiplier ``radix`` emits its
+    outputs, which MSBlock feeds in directly, so no transposing copy of the largest tensor is needed; issue 7).
+    Both layouts give the same output for the same weights.
     Output: ``(N, channels, H, W)``, the attention-weighted sum of the splits.
 
     Args:
@@ -62,6 +66,7 @@ class SplitAttention(nn.Module):
         reduction: the attention's inner width is ``channels * radix // reduction`` ...
         min_inner: ... but at least ``min_inner`` (ResNeSt uses 32), rounded up to a multiple of ``cardinality``.
         act: activation between the two 1x1 convolutions.
+        layout: ``"split_major"`` or ``"channel_major"`` (see above).
     """
 
     def __init__(
@@ -72,8 +77,11 @@ class SplitAttention(nn.Module):
         reduction: int = 4,
         min_inner: int = 32,
         act: str = "relu",
+        layout: str = "split_major",
     ):
         super().__init__()
+        if layout not in ("split_major", "channel_major"):
+            raise ValueError(f"layout={layout!r} must be 'split_major' or 'channel_major'")
         if radix < 1:
             raise ValueError(f"radix={radix} must be >= 1")
         if cardinality < 1 or channels % cardinality:
@@ -82,7 +90,7 @@ class SplitAttention(nn.Module):
             raise ValueError(f"reduction={reduction} must be >= 1")
         inner = max(channels * radix // reduction, min_inner, 1)
         inner = -(-inner // cardinality) * cardinality
-        self.channels, self.radix, self.cardinality = channels, radix, cardinality
+        self.channels, self.radix, self.cardinality, self.layout = channels, radix, cardinality, layout
         self.fc1 = nn.Conv2d(channels, inner, 1, groups=cardinality)
         self.bn1 = nn.BatchNorm2d(inner)
         self.act1 = get_act(act)
@@ -92,22 +100,25 @@ class SplitAttention(nn.Module):
         n, c, h, w = x.shape
         if c != self.channels * self.radix:
             raise ValueError(f"SplitAttention expects {self.channels * self.radix} input channels, got {c}")
-        if self.radix > 1:
-            splits = x.view(n, self.radix, self.channels, h, w)
-            gap = splits.sum(dim=1)
+        if self.radix == 1:
+            attn = self.fc2(self.act1(self.bn1(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+            return x * attn.sigmoid()
+        # the pooled sum of the splits, without materialising the sum (pooling is linear)
+        if self.layout == "channel_major":
+            gap = x.view(n, self.channels, self.radix * h * w).mean(2) * self.radix
         else:
-            gap = x
-        gap = F.adaptive_avg_pool2d(gap, 1)
-        attn = self.fc2(self.act1(self.bn1(self.fc1(gap))))
-        if self.radix > 1:
-            # (N, card, radix, C/card) -> softmax over radix -> (N, radix, C)
-            attn = attn.view(n, self.cardinality, self.radix, -1).softmax(dim=2).transpose(1, 2)
-            attn = attn.reshape(n, self.radix, self.channels, 1, 1)
-            return (splits * attn).sum(dim=1)
-        return x * attn.sigmoid()
+            gap = x.view(n, self.radix, self.channels, h * w).mean(3).sum(1)
+        attn = self.fc2(self.act1(self.bn1(self.fc1(gap.view(n, self.channels, 1, 1)))))
+        # (N, card, radix, C/card) -> softmax over the radix
+        attn = attn.view(n, self.cardinality, self.radix, -1).softmax(dim=2)
+        if self.layout == "channel_major":  # out[n, c] = sum_r attn[n, c, r] * x[n, c * radix + r]
+            attn = attn.permute(0, 1, 3, 2).reshape(n * self.channels, 1, self.radix)
+            return torch.bmm(attn, x.reshape(n * self.channels, self.radix, h * w)).view(n, self.channels, h, w)
+        attn = attn.transpose(1, 2).reshape(n, self.radix, self.channels, 1, 1)
+        return (x.view(n, self.radix, self.channels, h, w) * attn).sum(dim=1)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, radix={self.radix}, cardinality={self.cardinality}"
+        return f"channels={self.channels}, radix={self.radix}, cardinality={self.cardinality}, layout={self.layout}"
 
 
 class ChannelShuffle(nn.Module):

@@ -189,11 +189,11 @@ class MixConv2d(nn.Module):
             k = weight.shape[-1]
             return F.conv2d(x, weight, bias, self.stride, k // 2, 1, self.in_channels)
         if impl == "repeat":
-            m = self.multiplier
-            x = x.repeat_interleave(m, dim=1)
+            m = self.multiplier  # each group's slice repeated straight into a contiguous tensor: one copy
             return torch.cat([
-                F.conv2d(part, conv.weight, conv.bias, self.stride, conv.padding, 1, part.shape[1])
-                for conv, part in zip(self.convs, x.split([c * m for c in self.splits], dim=1))
+                F.conv2d(part.repeat_interleave(m, dim=1), conv.weight, conv.bias, self.stride, conv.padding, 1,
+                         part.shape[1] * m)
+                for conv, part in zip(self.convs, x.split(self.splits, dim=1))
             ], dim=1)
         if impl == "rowgrad":
             parts = x.split(self.splits, dim=1)

@@ -182,7 +182,9 @@ class MSBlock(nn.Module):
         self.mixconv = MixConv2d(in_channels, cfg.kernel_sizes, stride, cfg.partition, multiplier=cfg.radix * expansion)
         self.bn1 = nn.BatchNorm2d(width * cfg.radix)
         self.act1 = get_act(cfg.act)
-        self.attn = SplitAttention(width, cfg.radix, cfg.cardinality, cfg.sa_reduction, cfg.sa_min_inner, cfg.act)
+        # the MixConv emits channel c's radix branches next to each other (c * radix + r): channel-major input
+        self.attn = SplitAttention(width, cfg.radix, cfg.cardinality, cfg.sa_reduction, cfg.sa_min_inner, cfg.act,
+                                   layout="channel_major")
         if width != out_channels:
             self.proj = nn.Sequential(nn.Conv2d(width, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         else:
@@ -192,13 +194,7 @@ class MSBlock(nn.Module):
         self.shuffle = ChannelShuffle(out_channels, cfg.shuffle_groups) if cfg.shuffle else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.mixconv(x)))
-        if self.radix > 1:
-            # The depthwise multiplier puts channel c's r-th filter at c * radix + r; SplitAttention wants the
-            # branches stacked branch-major, (N, radix * width, H, W).
-            n, _, h, w = out.shape
-            out = out.view(n, self.width, self.radix, h, w).transpose(1, 2).reshape(n, -1, h, w)
-        out = self.proj(self.attn(out))
+        out = self.proj(self.attn(self.act1(self.bn1(self.mixconv(x)))))
         if self.has_skip:
             out = self.drop_path(out) + x
         return self.shuffle(out)
