@@ -196,6 +196,8 @@ def test_split_attention_layouts_agree(radix, cardinality):
     logits = sm.fc2(sm.act1(sm.bn1(sm.fc1(gap)))).view(3, cardinality, radix, 16 // cardinality)
     a = logits.softmax(2).transpose(1, 2).reshape(3, radix, 16, 1, 1)
     assert torch.allclose(ys, (splits * a).sum(1), atol=1e-12)
+    for model, x in ((sm, xs), (cm, xc)):  # channels_last input (no view of the channels across pixels)
+        assert torch.allclose(model(x.detach().contiguous(memory_format=torch.channels_last)), ys, atol=1e-12)
     with pytest.raises(ValueError, match="layout"):
         SplitAttention(16, layout="interleaved")
 

@@ -3,6 +3,7 @@
 MixConv implementations (split / single zero-padded kernel / repeated input), the compiled Mish, the blocks and a
 small ME-NeSt-Ghost in train and eval mode, and the plain GhostMixNet baseline of benchmarks/.
 """
+import copy
 import sys
 from pathlib import Path
 
@@ -163,6 +164,12 @@ def test_small_menest_fast_path_equals_plain_train_and_eval():
     _assert_close(gx, ref[1], "train input grad")
     for n, g in grads.items():
         _assert_close(g, ref[2][n], f"grad {n}")
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)  # the same fast path in channels_last
+    out, gx, grads = _forward_backward(cl, x.contiguous(memory_format=torch.channels_last))
+    _assert_close(out, ref[0], "channels_last train logits")
+    _assert_close(gx, ref[1], "channels_last train input grad")
+    for n, g in grads.items():
+        _assert_close(g, ref[2][n], f"channels_last grad {n}")
     calibrate_bn(model, 32)
     with torch.no_grad():
         fast = model(x)

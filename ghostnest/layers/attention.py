@@ -105,9 +105,9 @@ class SplitAttention(nn.Module):
             return x * attn.sigmoid()
         # the pooled sum of the splits, without materialising the sum (pooling is linear)
         if self.layout == "channel_major":
-            gap = x.view(n, self.channels, self.radix * h * w).mean(2) * self.radix
+            gap = x.reshape(n, self.channels, self.radix * h * w).mean(2) * self.radix  # a view unless channels_last
         else:
-            gap = x.view(n, self.radix, self.channels, h * w).mean(3).sum(1)
+            gap = x.reshape(n, self.radix, self.channels, h * w).mean(3).sum(1)
         attn = self.fc2(self.act1(self.bn1(self.fc1(gap.view(n, self.channels, 1, 1)))))
         # (N, card, radix, C/card) -> softmax over the radix
         attn = attn.view(n, self.cardinality, self.radix, -1).softmax(dim=2)
