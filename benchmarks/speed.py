@@ -183,8 +183,8 @@ def render(results_dir: Path = RESULTS, section: Path = SECTION) -> Path:
         L.append(f"### {rec['device'].upper()}, fp32: last cell measured {env['date_utc']}")
         L.append("")
         L.append(f"{env['cpu']}, {env['usable_cores']} usable cores, **{rec['threads']} torch thread(s)**; torch "
-                 f"{env['torch']}, timm {env['timm']}. **The machine was shared** with other engineers' test runs "
-                 "while these were taken: absolute times are inflated and noisy; read the ratios.")
+                 f"{env['torch']}, timm {env['timm']}. Absolute times drift between runs on this VM (its host is shared with other "
+                 "VMs, and earlier cells ran while other jobs used the cores): read the ratios within a cell.")
         L.append("")
         for cell in rec["cells"]:
             L.append(f"#### `{cell['id']}`: {cell['mode']}, {cell['input']}x{cell['input']}, batch {cell['batch']}, "
