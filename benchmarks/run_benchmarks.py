@@ -148,6 +148,7 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
         (results_dir / "history").mkdir(parents=True, exist_ok=True)
         out.replace(results_dir / "history" / f"{key}-{stamp}.json")
     record = {"key": key, "device": device, "dtype": args.dtype, "channels_last": args.channels_last,
+              "fused_inference": not args.no_fuse,
               "quick": args.quick, "env": {**environment(device), **_git_state()}, "cells": []}
     start = time.time()
     for cell in cells:
@@ -165,6 +166,7 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
                 cell["models"], input_size=cell["input"], batch=cell["batch"], mode=cell["mode"], device=device,
                 dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, repeats=cell["repeats"],
                 warmup=args.warmup, num_classes=num_classes, threads=args.threads,
+                fuse=cell["mode"] == "infer" and not args.no_fuse,  # as `ghostnest bench`: fastest inference path
             )
         except (ValueError, RuntimeError) as exc:  # e.g. out of memory: record it, go on with the other cells
             cell["skipped"] = f"failed: {str(exc).strip().splitlines()[0][:200]}"
@@ -387,7 +389,10 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         "batch, `--mode train`, `--dtype bf16`, `--json`); for a recipe's input pipeline alone, `ghostnest bench "
         "--data RECIPE`; for accuracy against the papers' tables, `ghostnest report RUN_DIR ... --out DIR`.",
         "",
-        "- *infer*: `model.eval()`, `torch.inference_mode()`, one forward pass of a random batch.",
+        "- *infer*: `model.eval()`, `torch.inference_mode()`, one forward pass of a random batch; every model "
+        "through `ghostnest.fuse` (BN folded into convolutions, MixConv groups merged, compiled Mish; "
+        "EfficientNet-V2's BN folded the same way), as `ghostnest bench` does, unless the table's header says "
+        "*unfused* (`--no-fuse`).",
         "- *train*: one optimizer step: forward, cross-entropy against random labels, backward, AdamW step.",
         "- GFLOPs are per image for one forward pass (multiply-add = 2 FLOPs), counted with PyTorch's FlopCounter on "
         "the `meta` device. Parameters at 100 classes (ME-NeSt-Ghost, EfficientNet-V2) or 10 (GhostMixNet cells).",
@@ -408,7 +413,9 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         L += ["", f"## {title}", ""]
         L.append(
             f"Measured {env['date_utc']} on {where}; torch {env['torch']}, timm {env['timm']}, Python {env['python']}"
-            f"{'; --quick plan' if rec.get('quick') else ''}; whole run {rec.get('total_seconds', 0) / 60:.1f} min"
+            f"{'; --quick plan' if rec.get('quick') else ''}"
+            f"{'; inference *unfused*' if not rec.get('fused_inference', False) else ''}"
+            f"; whole run {rec.get('total_seconds', 0) / 60:.1f} min"
             + (f"; code at commit `{env['git_commit']}`" if env.get("git_commit") else "")
             + (f" with local changes to {', '.join(f'`{f}`' for f in env['git_dirty'])}" if env.get("git_dirty")
                else "")
@@ -416,11 +423,11 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         )
         if rec["device"] == "cpu":
             L += ["", (
-                "**Contention.** This machine's 2 cores were shared with other engineers' test and training jobs "
-                "while these numbers were taken, so absolute latencies are inflated and noisy (see the IQR and "
-                "min-max columns). The ratios come from interleaved rounds and are the robust figures. For scale, "
-                "the project's reference measurement on an idle machine of this kind is 260 ms per batch for "
-                "`efficientnetv2_s` at 128x128, batch 8 (2 threads)."
+                "**Noise.** Absolute latencies drift between runs on this machine (a 2-core VM on a shared host; "
+                "some earlier runs also shared its cores with other jobs): see the IQR and min-max columns. The "
+                "ratios come from interleaved rounds and are the robust figures. For scale, the project's reference "
+                "measurement on an idle machine of this kind is 260 ms per batch for `efficientnetv2_s` at "
+                "128x128, batch 8 (2 threads)."
             ), "", (
                 f"**Threads.** The CPU tables use {env['torch_threads']} torch "
                 f"thread{'s' if env['torch_threads'] != 1 else ''} "
@@ -519,6 +526,9 @@ def main(argv=None) -> int:
                    help="torch CPU threads (default on CPU: 1, robust on a shared machine; on CUDA: PyTorch's)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="time inference on the plain models (default: every model through ghostnest.fuse, as "
+                        "`ghostnest bench` does)")
     p.add_argument("--only", nargs="+", default=None, metavar="KEY",
                    help="run only cells whose id contains one of these strings, e.g. infer-s- train-ghostmixnet")
     p.add_argument("--budget-min", type=float, default=17.0,
