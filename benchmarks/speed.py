@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ghostnest  # noqa: E402
 from ghostnest.bench import bench_variants, environment  # noqa: E402
-from ghostnest.fuse import use_fast_mish  # noqa: E402
+from ghostnest.layers.fused import use_fast_mish  # noqa: E402
 from ghostnest.layers import MixConv2d  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "speed"

@@ -449,7 +449,7 @@ def bench_variants(
             if cl:
                 model.to(memory_format=torch.channels_last)
             model.train(mode == "train")
-            return model, {}
+            return model, {"params": count_params(model)}
 
         return name, cl, build
 
@@ -534,7 +534,6 @@ def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, 
                 "batch": batch,
                 "num_classes": num_classes,
                 "channels_last": case.channels_last,
-                "params": count_params(case.model),
                 "median_ms": med,
                 "p25_ms": p25,
                 "p75_ms": p75,

@@ -27,11 +27,11 @@ import types
 import torch
 from torch import nn
 
-from .layers.fused import FastMish, FusedGhostModule
+from .layers.fused import FusedGhostModule, use_fast_mish
 from .layers.ghost import GhostModule
 from .layers.mixconv import MixConv2d
 
-__all__ = ["fuse", "fold_bn_into_conv", "use_fast_mish"]
+__all__ = ["fuse", "fold_bn_into_conv"]
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,16 +170,6 @@ def _fuse_tree(module: nn.Module) -> None:
     for name, child in list(module._modules.items()):
         if isinstance(child, MixConv2d):
             module._modules[name] = _merge_mixconv(child)
-
-
-def use_fast_mish(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Mish`` of ``model`` by :class:`~ghostnest.layers.fused.FastMish`, in place (no
-    parameters change; usable for training too). Returns ``model``."""
-    for parent in model.modules():
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, nn.Mish):
-                parent._modules[name] = FastMish()
-    return model
 
 
 def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:

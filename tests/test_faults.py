@@ -117,7 +117,7 @@ def test_a_crash_between_any_two_writes_loses_nothing(tmp_path, monkeypatch):
             return fn(*a, **k)
         return write
 
-    for name in ("save_weights", "save_state", "_write_metrics", "atomic_write_text"):
+    for name in ("save_weights", "save_state", "write_metrics", "atomic_write_text"):
         monkeypatch.setattr(loop, name, counted(getattr(loop, name)))
     train(resolve_config(cfg), tmp_path / "full", device="cpu", progress=False)
     total = writes["n"]

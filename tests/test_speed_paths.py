@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import ghostnest
-from ghostnest.fuse import use_fast_mish
+
 from ghostnest.layers import GhostModule, MixConv2d
-from ghostnest.layers.fused import FastMish, fast_mish_enabled, mish_formula
+from ghostnest.layers.fused import FastMish, fast_mish_enabled, mish_formula, use_fast_mish
 from ghostnest.layers.depthwise import depthwise_conv2d
 from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_default_mixconv_impl
 from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock

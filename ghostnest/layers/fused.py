@@ -88,3 +88,13 @@ class FusedGhostModule(nn.Module):
         x2 = self.cheap(x1)
         out = torch.cat([torch.addcmul(self.shift, x1, self.scale), x2], dim=1)
         return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]
+
+
+def use_fast_mish(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Mish`` of ``model`` by :class:`~ghostnest.layers.fused.FastMish`, in place (no
+    parameters change; usable for training too). Returns ``model``."""
+    for parent in model.modules():
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, nn.Mish):
+                parent._modules[name] = FastMish()
+    return model

@@ -26,8 +26,9 @@ from .depthwise import depthwise_conv2d
 #   "auto":   the choice measured fastest on CPU (docs/benchmarks.md, "Speed"). In inference (no gradient):
 #             "single" for m == 1 and "repeat" for m > 1. In training (the weights need gradients) on CPU:
 #             "matmul" on maps of at most SMALL_MAP pixels, else "rowgrad" for m <= ROWGRAD_MAX_MULTIPLIER, else
-#             "split" (ME-NeSt-Ghost-S step, 128x128, batch 16: MixConv forward + backward 4.5 s all "split",
-#             3.5 s with "matmul" on maps <= 8x8, about 2.3 s with this rule). Training elsewhere (GPU): "split".
+#             "split" (ME-NeSt-Ghost-S step, 128x128, batch 16, MixConv forward + backward summed per layer shape:
+#             4.5 s all "split", 3.5 s with "matmul" on maps <= 8x8, 2.6 s "rowgrad" everywhere; per shape "matmul"
+#             was faster still on 4x4 maps and "split" for multiplier 8). Training elsewhere (GPU): "split".
 MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "rowgrad", "matmul")
 SMALL_MAP = 16  # pixels (4 x 4): where "auto" uses "matmul" in training
 ROWGRAD_MIN_KERNEL = 5  # oneDNN's own weight gradient is fast for 3x3 kernels
@@ -195,14 +196,13 @@ class MixConv2d(nn.Module):
                          part.shape[1] * m)
                 for conv, part in zip(self.convs, x.split(self.splits, dim=1))
             ], dim=1)
-        if impl == "rowgrad":
-            parts = x.split(self.splits, dim=1)
-            return torch.cat([self._rowgrad_group(conv, part) for conv, part in zip(self.convs, parts)], dim=1)
-        return torch.cat([conv(part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
+        group = self._rowgrad_group if impl == "rowgrad" else nn.Conv2d.__call__  # "split" or "rowgrad"
+        return torch.cat([group(conv, part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
 
     @staticmethod
     def _rowgrad_group(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        if conv.kernel_size[0] < ROWGRAD_MIN_KERNEL or conv.stride != (1, 1):
+        """One kernel group under "rowgrad" (stride 1; resolved_impl falls back to "split" otherwise)."""
+        if conv.kernel_size[0] < ROWGRAD_MIN_KERNEL:
             return conv(x)
         out = depthwise_conv2d(x, conv.weight)
         return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)

@@ -178,7 +178,6 @@ class MSBlock(nn.Module):
         _check_mixconv_channels("in_channels", in_channels, cfg)
         _check_shuffle("out_channels", out_channels, cfg)
         width = in_channels * expansion
-        self.radix, self.width = cfg.radix, width
         self.mixconv = MixConv2d(in_channels, cfg.kernel_sizes, stride, cfg.partition, multiplier=cfg.radix * expansion)
         self.bn1 = nn.BatchNorm2d(width * cfg.radix)
         self.act1 = get_act(cfg.act)

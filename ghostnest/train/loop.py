@@ -36,15 +36,13 @@ from tqdm import tqdm
 from ..data import build_augment, build_mix, default_data_dir, eval_batches, load_dataset, train_val_split
 from ..data.loader import Normalize, epoch_seed, resize_steps
 from ..fileio import atomic_write_bytes, atomic_write_text
-from ..fuse import use_fast_mish
+from ..layers.fused import use_fast_mish
 from ..registry import create_model
 from ..stats import count_params
 from .checkpoint import load_into, read_checkpoint, save_state, save_weights
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .distributed import Dist, ShardedBatches, StopRequest, peer_failure, setup
-
-METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "seconds"]
-
+from .metrics import plot_curves, read_metrics, write_metrics
 
 class TrainingDiverged(ValueError):
     """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
@@ -115,52 +113,6 @@ def evaluate(model, split, norm: Normalize, batch_size: int, autocast, num_class
     if with_preds:
         out["preds"] = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
     return out
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRICS_HEADER, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in METRICS_HEADER})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != METRICS_HEADER:
-            raise ValueError(f"{path} does not have the header {','.join(METRICS_HEADER)}; is it a ghostnest run?")
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
-
-
-def plot_curves(path: Path, rows: list[dict], title: str) -> None:
-    """Loss and accuracy per epoch (matplotlib, Agg backend), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    marker = "o" if len(rows) <= 30 else None
-    a.plot(ep, [r["train_loss"] for r in rows], label="train loss", marker=marker)
-    a.plot(ep, [r["val_loss"] for r in rows], label="val loss", marker=marker)
-    b.plot(ep, [r["val_top1"] for r in rows], label="val top-1", marker=marker)
-    b.plot(ep, [r["val_top5"] for r in rows], label="val top-5", marker=marker)
-    b.set_ylabel("%")
-    for ax in (a, b):
-        ax.set_xlabel("epoch"), ax.legend(), ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -303,7 +255,7 @@ def _fit(cfg: TrainConfig, run: Path, d: Dist, stop: StopRequest, resume, progre
         if start_epoch >= cfg.epochs and not (run / "results.json").is_file():
             _log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint", progress)
         if d.main:  # a kill can land between the state file and metrics.csv, or leave a temporary file
-            _write_metrics(run / "metrics.csv", rows)
+            write_metrics(run / "metrics.csv", rows)
             for tmp in run.glob(".*.tmp*"):
                 tmp.unlink(missing_ok=True)
     elif d.main:
@@ -419,7 +371,7 @@ def _fit(cfg: TrainConfig, run: Path, d: Dist, stop: StopRequest, resume, progre
             rows.append(row)
             checkpoint(done)  # the resume point: a kill before it repeats this epoch, after it never
             if d.main:
-                _write_metrics(run / "metrics.csv", rows)
+                write_metrics(run / "metrics.csv", rows)
             eta = (time.time() - t_run) / (done - start_epoch) * (cfg.epochs - done)
             _log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {row['train_loss']:.4f}  val_loss "
                  f"{val['loss']:.4f}  val_top1 {val['top1']:.2f}%  val_top5 {val['top5']:.2f}%  "
