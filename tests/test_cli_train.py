@@ -11,7 +11,7 @@ import torch
 
 import ghostnest
 from ghostnest.cli import main
-from ghostnest.train import loop
+from ghostnest.train import engine
 
 TINY = ["--set", "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}",
         "--set", "dataset=fake:classes=4,size=16,train=64,test=24", "--set", "batch_size=16",
@@ -148,7 +148,7 @@ def test_bad_checkpoints_and_images(run, capsys, tmp_path):
 
 
 def test_nan_loss_through_cli(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(loop, "loss_fn", lambda logits, target, ls: logits.float().sum() * float("nan"))
+    monkeypatch.setattr(engine, "loss_fn", lambda logits, target, ls: logits.float().sum() * float("nan"))
     out = tmp_path / "run"
     assert main(["train", "--recipe", "quickstart", *TINY, "--set", "epochs=2", "--out", str(out), "--device",
                  "cpu", "--quiet"]) == 2

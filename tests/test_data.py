@@ -210,3 +210,20 @@ def test_build_mix():
     assert isinstance(build_mix(0.2, 0.0, 0.5, 10), v2.MixUp) and build_mix(0, 0, 0.5, 10) is None
     x, y = both(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert y.shape == (4, 10) and torch.allclose(y.sum(1), torch.ones(4))
+
+
+def test_train_pipeline_builder_is_what_training_uses():
+    from ghostnest.data import build_train_pipeline
+    from ghostnest.train import resolve_config
+
+    data = make_fake(classes=4, size=16, train=40, test=8)
+    cfg = resolve_config({"recipe": "t", "model": "ghostmixnet", "dataset": "fake", "batch_size": 8, "workers": 0,
+                          "val_fraction": 0.25, "image_size": 24, "mixup_alpha": 0.2})
+    pipe = build_train_pipeline(cfg, data, torch.device("cpu"))
+    assert (len(pipe.train_split), len(pipe.val_split), len(pipe.batches)) == (30, 10, 3)
+    assert pipe.sizes == (24,) and pipe.image_size == 24 and pipe.val_shard is pipe.val_split
+    images, labels = next(pipe.batches.epoch(0))
+    x, y = pipe.mix(pipe.preprocess(images), labels)
+    assert x.shape == (8, 3, 24, 24) and x.dtype == torch.float32 and y.shape == (8, 4)
+    rank1 = build_train_pipeline(cfg, data, "cpu", rank=1, world=2)
+    assert rank1.batches.batch_size == 4 and len(rank1.val_shard) == 5

@@ -13,7 +13,7 @@ from ghostnest.cli import main
 from ghostnest.data import build_augment, build_mix
 from ghostnest.data.datasets import CIFAR10_MEAN, CIFAR10_STD, dataset_size
 from ghostnest.train.config import list_recipes, recipe_dir, resolve_config
-from ghostnest.train.loop import build_optimizer, build_scheduler
+from ghostnest.train.optim import build_optimizer, build_scheduler
 
 GHOSTMIXNET_ROWS = {  # seed 004 results table: recipe -> (model, transforms?, Mixup/CutMix?)
     "ghostmixnet-cifar10-resnet": ("ghostmixnet_resnet", False, False),

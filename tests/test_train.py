@@ -12,7 +12,7 @@ import ghostnest
 from ghostnest import fileio
 from ghostnest.train import TrainingDiverged, resolve_config, train
 from ghostnest.train import checkpoint as ckpt
-from ghostnest.train import loop
+from ghostnest.train import engine, optim, trainer
 
 TINY = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
 
@@ -77,7 +77,7 @@ def test_checkpoint_roundtrip_and_metadata(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real = loop.loss_fn
+    real = engine.loss_fn
     calls = {"n": 0}
 
     def poisoned(logits, target, ls):
@@ -85,7 +85,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         out = real(logits, target, ls)
         return out * float("nan") if calls["n"] > 4 else out  # epoch 1 has 4 steps, epoch 2 diverges
 
-    monkeypatch.setattr(loop, "loss_fn", poisoned)
+    monkeypatch.setattr(engine, "loss_fn", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*epoch 1\) is kept.*--set lr="):
         train(tiny_config(), run, device="cpu", progress=False)
     assert [r["epoch"] for r in rows(run)] == ["1"] and not (run / "results.json").exists()
@@ -135,10 +135,10 @@ def test_resume_refuses_a_corrupt_state_file(tmp_path):
 
 def test_autocast_choice():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert loop.autocast_for(tiny_config(amp="bf16"), cuda)[1] == torch.bfloat16
-    assert loop.autocast_for(tiny_config(amp="fp16"), cuda)[1] == torch.float16
-    assert loop.autocast_for(tiny_config(amp="off"), cuda)[1] is None  # YAML `off` -> fp32
-    assert loop.autocast_for(tiny_config(amp="bf16"), cpu)[1] is None  # never on CPU
+    assert optim.autocast_for(tiny_config(amp="bf16"), cuda)[1] == torch.bfloat16
+    assert optim.autocast_for(tiny_config(amp="fp16"), cuda)[1] == torch.float16
+    assert optim.autocast_for(tiny_config(amp="off"), cuda)[1] is None  # YAML `off` -> fp32
+    assert optim.autocast_for(tiny_config(amp="bf16"), cpu)[1] is None  # never on CPU
 
 
 def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
@@ -154,7 +154,7 @@ def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
         seen["impls"].add(self.resolved_impl(x.shape[-2] * x.shape[-1]))
         return real_forward(self, x)
 
-    real_use_fast_mish = loop.use_fast_mish
+    real_use_fast_mish = trainer.use_fast_mish
 
     def spy_mish(model):
         out = real_use_fast_mish(model)
@@ -162,7 +162,7 @@ def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(MixConv2d, "forward", spy)
-    monkeypatch.setattr(loop, "use_fast_mish", spy_mish)
+    monkeypatch.setattr(trainer, "use_fast_mish", spy_mish)
     small = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 1, 16, 2, 2], ["ms_ghost", 1, 16, 2, 2]], "stem_width": 8,
              "num_features": 32}
     cfg = dict(model="menest_ghost_s", model_kwargs=small, epochs=2, batch_size=16, lr=3e-3,

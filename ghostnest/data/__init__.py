@@ -1,4 +1,4 @@
-"""Data sets and batching for training and evaluation (see :mod:`.datasets` and :mod:`.loader`)."""
+"""Data sets (:mod:`.datasets`), batching (:mod:`.loader`) and the training input pipeline (:mod:`.pipeline`)."""
 from .datasets import (
     DATASETS,
     DataNotFoundError,
@@ -10,10 +10,11 @@ from .datasets import (
     load_dataset,
     make_fake,
 )
-from .loader import TrainBatches, build_augment, build_mix, eval_batches, train_val_split
+from .loader import ToModelInput, TrainBatches, build_augment, build_mix, eval_batches, train_val_split
+from .pipeline import TrainPipeline, build_train_pipeline
 
 __all__ = [
-    "DATASETS", "DataNotFoundError", "ImageData", "Split", "TrainBatches", "build_augment", "build_mix",
-    "check_dataset_name", "dataset_size", "default_data_dir", "eval_batches", "load_dataset", "make_fake",
-    "train_val_split",
+    "DATASETS", "DataNotFoundError", "ImageData", "Split", "ToModelInput", "TrainBatches", "TrainPipeline",
+    "build_augment", "build_mix", "build_train_pipeline", "check_dataset_name", "dataset_size", "default_data_dir",
+    "eval_batches", "load_dataset", "make_fake", "train_val_split",
 ]

@@ -4,11 +4,11 @@ Every data set is a :class:`ImageData`: ``train`` and ``test`` splits of uint8 `
 labels, the class names, and the per-channel mean/std used to normalise it. Names accepted by
 :func:`load_dataset`:
 
-- ``cifar10`` / ``cifar100``: torchvision's CIFAR data sets (GhostMixNet, seed 004 "Data"; ME-NeSt, seed 000
+- ``cifar10`` / ``cifar100``: torchvision's CIFAR data sets (GhostMixNet, "Data"; ME-NeSt-Ghost,
   section 2), read from ``DATA_DIR/cifar-10-batches-py`` / ``DATA_DIR/cifar-100-python`` and downloaded there by
   torchvision when online.
 - ``cifar100_128``: CIFAR-100 resized to 128 x 128 with bicubic interpolation, our stand-in for the paper's
-  super-resolved CIFAR-100 (seed 000 section 2; the CAI super-resolution set is not redistributable here).
+  super-resolved CIFAR-100 (ME-NeSt-Ghost, section 2; the CAI super-resolution set is not redistributable here).
   The resize happens per batch / per image at the training resolution, so memory stays at 32 x 32.
 - ``imagefolder:PATH``: a torchvision ``ImageFolder`` tree with ``train/`` and ``test/`` sub-folders, loaded into
   memory resized to 128 x 128 (``imagefolder:PATH:SIZE`` for another size).
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # facts.md (published notebook)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # docs/reference.md (published notebook)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # CIFAR-100 train-set statistics
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -42,7 +42,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_val_split(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Seeded random train/validation split by fraction (seed 000 section 2: 95:5, 47,500 / 2,500 of CIFAR-100)."""
+    """Seeded random train/validation split by fraction (ME-NeSt-Ghost, section 2: 95:5, 47,500 / 2,500 of
+    CIFAR-100)."""
     n = len(split)
     n_val = int(round(n * val_fraction))
     if not 0 < n_val < n:
@@ -79,7 +80,8 @@ def build_augment(ops: list[dict]) -> v2.Compose | None:
 
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic, antialiased resize of a float batch (the 32 -> 128 stand-in of seed 000 section 2, and 128 -> 256)."""
+    """Bicubic, antialiased resize of a float batch (the 32 -> 128 stand-in of ME-NeSt-Ghost,
+    section 2, and 128 -> 256)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
@@ -87,8 +89,8 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def resize_steps(stored: int, data_size: int, size: int) -> tuple[int, ...]:
     """The resizes between stored pixels and the model input: first to the data set's nominal size (cifar100_128:
-    32 -> 128, the stand-in for the paper's super-resolved set), then to the training size (seed 000 section 4:
-    128 -> 256). Sizes equal to the previous one are skipped."""
+    32 -> 128, the stand-in for the paper's super-resolved set), then to the training size (ME-NeSt-Ghost,
+    section 4: 128 -> 256). Sizes equal to the previous one are skipped."""
     steps, cur = [], stored
     for s in (data_size, size):
         if s != cur:
@@ -97,8 +99,9 @@ def resize_steps(stored: int, data_size: int, size: int) -> tuple[int, ...]:
     return tuple(steps)
 
 
-class Normalize:
-    """uint8 batch on the device -> float, resized (``sizes`` in turn), normalised (optionally channels_last)."""
+class ToModelInput:
+    """A batch of uint8 images -> the model's input: moved to ``device``, cast to float, resized (``sizes`` in turn,
+    bicubic), normalised with ``mean``/``std``, optionally in channels_last memory format."""
 
     def __init__(self, mean, std, sizes: int | tuple[int, ...], device: torch.device, channels_last: bool = False):
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
@@ -112,6 +115,11 @@ class Normalize:
             x = resize_batch(x, size).clamp_(0, 255)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+# Old name, kept only until ghostnest/quantize.py, ghostnest/bench/data.py and ghostnest/train/evaluate.py import
+# ToModelInput; remove it then.
+Normalize = ToModelInput
 
 
 class _Augmented(Dataset):
@@ -129,40 +137,57 @@ class _Augmented(Dataset):
 
 
 class TrainBatches:
-    """One epoch of shuffled training batches (uint8 images, int64 labels), deterministic in (seed, epoch).
+    """This process's share of every shuffled training batch (uint8 images, int64 labels), deterministic in the
+    epoch's seed.
 
-    Without per-image augmentation the data set is moved to the device once and batches are slices of it.
-    With it, a ``DataLoader`` with ``workers`` processes runs the v2 pipeline per image.
+    ``batch_size`` is the *global* batch; each of the ``world`` processes takes ``batch_size / world`` images of it
+    (``self.batch_size``). ``DistributedSampler(num_replicas=world, rank=rank)`` shuffles one order per epoch
+    (``randperm`` seeded with the epoch's seed, the same on every rank) and deals it out round-robin, so the ranks'
+    batch *i* together hold exactly the images of the one-process batch *i* at any world size. One process is the
+    ``world=1`` case. Without per-image augmentation the split is moved to the device once and batches are slices
+    of it; with it, a ``DataLoader`` with ``workers`` processes runs the v2 pipeline per image.
     """
 
     def __init__(self, split: Split, sizes: tuple[int, ...], batch_size: int, augment: v2.Compose | None, workers: int,
-                 device: torch.device, drop_last: bool = True):
-        self.split, self.batch_size, self.device, self.workers = split, batch_size, device, workers
-        self.drop_last = drop_last and len(split) >= batch_size
+                 device: torch.device, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"batch_size={batch_size} is the global batch and must divide evenly over the "
+                             f"{world} processes; choose a multiple of {world} (e.g. --set batch_size="
+                             f"{max(world, batch_size // world * world)})")
+        self.split, self.batch_size, self.device, self.workers = split, batch_size // world, device, workers
+        self.rank, self.world = rank, world
+        self.drop_last = len(split) >= batch_size
         self.augment = augment
         self.dataset = _Augmented(split, sizes, augment) if augment is not None else None
         if self.dataset is None:
             self.images = split.images.to(device)
             self.labels = split.labels.to(device)
+        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True, seed=0,
+                                          drop_last=self.drop_last)
 
     def __len__(self) -> int:
-        n = len(self.split)
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed)
-        if self.dataset is None:
-            perm = torch.randperm(len(self.split), generator=g).to(self.device)
-            for i in range(len(self)):
-                idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+    def epoch(self, seed: int, loader_seed: int = 0, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch shuffled by ``seed``, from batch ``skip`` on (a resumed epoch); ``loader_seed`` seeds workers."""
+        self.sampler.set_epoch(seed)
+        if self.dataset is None:  # slices of this rank's index list, moved to the device once
+            order = torch.tensor(list(self.sampler), device=self.device)
+            for i in range(skip, len(self)):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
                 yield self.images[idx], self.labels[idx]
             return
-        loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=True, generator=g, num_workers=self.workers,
-            drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-        for images, labels in loader:
+        batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
+        # Worker processes draw their augmentation from seeds fixed when the loader starts, so a resumed epoch
+        # re-draws (and drops) the batches before ``skip`` to line them up. Without workers the augmentation draws
+        # from the main process's RNG, which resume restores, so the skipped batches are simply left out.
+        loader = DataLoader(self.dataset, batch_sampler=batches if self.workers else batches[skip:],
+                            num_workers=self.workers, generator=torch.Generator().manual_seed(loader_seed),
+                            pin_memory=self.device.type == "cuda")
+        for i, (images, labels) in enumerate(loader):
+            if self.workers and i < skip:
+                continue
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
@@ -173,7 +198,7 @@ def eval_batches(split: Split, batch_size: int, device: torch.device) -> Iterato
 
 
 def build_mix(mixup_alpha: float, cutmix_alpha: float, mixup_p: float, num_classes: int):
-    """Per-batch Mixup / CutMix (seed 004 "Mixup", "CutMix"): MixUp with probability ``mixup_p``, else CutMix.
+    """Per-batch Mixup / CutMix (GhostMixNet, "Mixup", "CutMix"): MixUp with probability ``mixup_p``, else CutMix.
 
     torchvision.transforms.v2.MixUp / CutMix / RandomChoice; returns ``None`` when both alphas are 0.
     """

@@ -32,7 +32,7 @@ class TrainConfig:
     download: bool = True
     num_classes: int | None = None  # None: the data set's class count
     image_size: int | None = None  # training/eval resolution; None: the data set's own size
-    val_fraction: float = 0.05  # held out of the training split (seed 000: 95:5)
+    val_fraction: float = 0.05  # held out of the training split (ME-NeSt-Ghost, section 2: 95:5)
     val_on_test: bool = False  # validate on the official test split instead (the published GhostMixNet run)
     split_seed: int = 0
     augment: list = field(default_factory=list)  # per-image torchvision.transforms.v2 ops: [{op: Name, **kwargs}]

@@ -1,4 +1,4 @@
-"""Data-parallel training with PyTorch's own engine, and the stop signals a cluster sends.
+"""The process group of data-parallel training (PyTorch's own DDP engine): who this process is and how ranks talk.
 
 ``torchrun --nproc_per_node N -m ghostnest train ...`` starts N copies of the training command; torchrun sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, and :func:`setup` joins them into
@@ -6,28 +6,21 @@ one process group: ``nccl`` on GPUs (one GPU per process, ``cuda:LOCAL_RANK``), 
 variables training runs in one process, as before. See docs/distributed.md.
 
 - The recipe's ``batch_size`` is the **global** batch: each of the N ranks takes ``batch_size / N`` images of every
-  step. :class:`ShardedBatches` deals them out with ``DistributedSampler`` (re-seeded every epoch with
-  ``set_epoch``, from the run's seed and the epoch), so the union of the ranks' batch *i* is exactly the
-  one-process batch *i*.
+  step (:class:`ghostnest.data.loader.TrainBatches` deals them out).
 - Small control messages (the stop flag, metric sums, RNG states) travel on a CPU ``gloo`` group, so reading them
   never stalls the GPU stream.
-- :class:`StopRequest` turns SIGTERM (a preempted cluster job) and SIGINT (Ctrl-C) into a flag that the loop reads
-  at step boundaries; all ranks agree on it before acting.
+- Stop signals (SIGTERM, SIGINT) are handled in :mod:`.stop`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from ..data.loader import TrainBatches
 from ..devices import resolve_device
 
 
@@ -142,91 +135,3 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Dist:
         backend = dist.get_backend()
     control = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)) if backend != "gloo" else None
     return Dist(dev, dist.get_rank(), dist.get_world_size(), local_rank, backend, owned, control)
-
-
-class ShardedBatches(TrainBatches):
-    """This rank's share of every global training batch, deterministic in the epoch's seed.
-
-    ``DistributedSampler(num_replicas=world, rank=rank)`` shuffles one order per epoch (``set_epoch(seed)``: the
-    permutation is ``randperm`` seeded with ``seed``, the same on every rank) and deals it out round-robin, so the
-    ranks' batch *i* together hold exactly the images of the one-process batch *i* of ``global_batch`` images, at
-    any world size (one process is the ``world=1`` case, with the order of :class:`TrainBatches`).
-    """
-
-    def __init__(self, split, sizes, global_batch: int, augment, workers: int, device: torch.device,
-                 rank: int = 0, world: int = 1):
-        if global_batch % world:
-            raise ValueError(f"batch_size={global_batch} is the global batch and must divide evenly over the "
-                             f"{world} processes; choose a multiple of {world} (e.g. --set batch_size="
-                             f"{max(world, global_batch // world * world)})")
-        super().__init__(split, sizes, global_batch // world, augment, workers, device)
-        self.drop_last = len(split) >= global_batch
-        self.rank, self.world = rank, world
-        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True, seed=0,
-                                          drop_last=self.drop_last)
-
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def epoch(self, seed: int, loader_seed: int = 0, skip: int = 0):
-        """The epoch shuffled by ``seed``, from batch ``skip`` on (a resumed epoch); ``loader_seed`` seeds workers."""
-        self.sampler.set_epoch(seed)
-        if self.dataset is None:  # slices of this rank's index list, moved to the device once
-            order = torch.tensor(list(self.sampler), device=self.device)
-            for i in range(skip, len(self)):
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.images[idx], self.labels[idx]
-            return
-        batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
-        # Worker processes draw their augmentation from seeds fixed when the loader starts, so a resumed epoch
-        # re-draws (and drops) the batches before ``skip`` to line them up. Without workers the augmentation draws
-        # from the main process's RNG, which resume restores, so the skipped batches are simply left out.
-        loader = DataLoader(self.dataset, batch_sampler=batches if self.workers else batches[skip:],
-                            num_workers=self.workers, generator=torch.Generator().manual_seed(loader_seed),
-                            pin_memory=self.device.type == "cuda")
-        for i, (images, labels) in enumerate(loader):
-            if self.workers and i < skip:
-                continue
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-
-
-class StopRequest:
-    """SIGTERM / SIGINT -> ``self.signum``; the loop saves at the next step boundary and returns.
-
-    A second SIGINT (Ctrl-C twice) stops at once with ``KeyboardInterrupt``, keeping the last checkpoint.
-    Handlers are installed only in the main thread and restored on exit.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def requested(self, d: Dist) -> bool:
-        """Has any rank been signalled? (a collective when distributed: every rank calls it at the same steps)"""
-        if d.enabled:
-            agreed = int(d.max(float(self.signum or 0)))
-            if agreed:
-                self.signum = agreed
-            return agreed > 0
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "SIGTERM"

@@ -1,0 +1,166 @@
+"""``train()``, the public entry: open the run directory, join the process group, build the :class:`RunContext`
+(data pipeline, model, optimizer, resume state) and hand it to :func:`.engine.fit`.
+
+``train_command()`` is what ``ghostnest train`` calls: it also makes the ``--resume`` / ``--auto-resume`` decisions.
+Recipes (``ghostnest/recipes/*.yaml``) decide everything; see docs/training.md for the run-directory contract
+(:mod:`.rundir`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..data import build_train_pipeline, default_data_dir, load_dataset
+from ..layers.fused import use_fast_mish
+from ..registry import create_model
+from ..stats import count_params
+from .config import TrainConfig, config_to_dict, parse_overrides, resolve_config
+from .distributed import Dist, peer_failure, setup
+from .engine import RunContext, fit
+from .metrics import write_metrics
+from .optim import autocast_for, build_optimizer, build_scheduler
+from .resume import ResumeState, load_resume_state
+from .rundir import auto_resume_plan, open_run, write_config
+from .stop import StopRequest
+
+
+class PeerLost(ValueError):
+    """Distributed training: another rank died or stopped answering within ``dist_timeout``."""
+
+
+def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device: str = "auto",
+          resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None,
+          resume_epochs: int | None = None, restart_unstarted: bool = False) -> dict:
+    """Train ``cfg`` into run directory ``out`` (or continue the run in ``resume``); returns results.json's dict.
+
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) every process calls this; they train together with DDP and only
+    rank 0 writes. SIGTERM/SIGINT save a checkpoint at the next step boundary and return
+    ``{"stopped_at": epoch, "step": k, "signal": "SIGTERM", ...}``. ``stop_after=k`` stops cleanly after epoch k
+    (used to test ``resume``). ``resume_epochs`` changes the epoch count of a resumed run. ``restart_unstarted``
+    lets ``out`` be a run that never finished a checkpoint (``--auto-resume``: a job killed in its first epoch
+    starts again).
+    """
+    cfg, run = open_run(cfg, out, resume, resume_epochs, restart_unstarted)  # every rank reads; nothing written
+    threads = torch.get_num_threads()
+    dist = setup(device, cfg.dist_timeout)  # one process, or this rank of torchrun's group
+    try:
+        with StopRequest() as stop:
+            ctx = build_context(cfg, run, dist, stop, resume is not None, resume_epochs is not None,
+                                progress and dist.main)
+            return fit(ctx, stop_after)
+    except (torch.distributed.DistError, RuntimeError) as exc:
+        if not dist.enabled or not peer_failure(exc):
+            raise
+        raise PeerLost(f"rank {dist.rank} lost contact with the other processes ({str(exc).splitlines()[0][:160]}); "
+                       f"another rank probably crashed or hung: see its log. The last checkpoint in {run} is kept; "
+                       f"continue with: ghostnest train --resume {run}") from None
+    finally:
+        dist.close()
+        torch.set_num_threads(threads)  # a recipe's `threads` applies to its run only
+
+
+def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, resuming: bool, longer: bool,
+                  progress: bool) -> RunContext:
+    """Data, model, optimizer, schedule and resume state of the run; rank 0 writes config.yaml."""
+    dev = dist.device
+    if cfg.threads and dev.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    if cfg.sync_bn and dist.world > 1 and dev.type != "cuda":
+        raise ValueError("sync_bn=true needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop --set "
+                         "sync_bn=true for CPU (gloo) runs")
+    torch.manual_seed(cfg.seed)
+    data_dir = cfg.data_dir or default_data_dir()
+    with dist.local_main_first():  # each node's rank 0 downloads first
+        data = load_dataset(cfg.dataset, data_dir, download=cfg.download)
+    if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
+        raise ValueError(f"num_classes={cfg.num_classes} but {cfg.dataset} has {data.num_classes} classes; "
+                         "drop --set num_classes (it defaults to the data set's count)")
+    pipe = build_train_pipeline(cfg, data, dev, dist.rank, dist.world)
+    model, params = _build_model(cfg, data.num_classes, dist)
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt)
+    autocast, amp_dtype = autocast_for(cfg, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    meta = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": data.num_classes,
+            "classes": data.classes, "input_size": pipe.image_size, "mean": list(data.mean), "std": list(data.std),
+            "dataset": cfg.dataset, "recipe": cfg.recipe}
+    state = ResumeState()
+    if resuming:
+        state = load_resume_state(run, model, opt, sched, scaler, meta)
+        if longer and isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            sched.T_max = cfg.epochs
+        if dist.main:  # a kill can land between the state file and metrics.csv, or leave a temporary file
+            write_metrics(run / "metrics.csv", state.rows)
+            for tmp in run.glob(".*.tmp*"):
+                tmp.unlink(missing_ok=True)
+    elif dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+    if dist.main:
+        write_config(run, {**config_to_dict(cfg), "num_classes": data.num_classes, "image_size": pipe.image_size,
+                           "data_dir": str(data_dir)})
+    step_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if dist.enabled else model
+    step_model = torch.compile(step_model) if cfg.compile else step_model
+    ctx = RunContext(cfg, run, dist, stop, data, pipe, model, step_model, opt, sched, scaler, autocast, meta,
+                     params, state, progress)
+    if resuming and state.epoch >= cfg.epochs:
+        ctx.log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint")
+    _log_start(ctx, amp_dtype)
+    return ctx
+
+
+def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist) -> tuple[torch.nn.Module, int]:
+    """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last as asked) and its parameter count."""
+    try:
+        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
+        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
+                         "the --set model_kwargs.* options") from None
+    params = count_params(model)
+    use_fast_mish(model)  # Mish as one compiled kernel (ME-NeSt-Ghost); GHOSTNEST_FAST_MISH=0 keeps F.mish
+    if cfg.sync_bn and dist.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
+    if cfg.channels_last and dist.device.type == "cuda":
+        return model.to(dist.device, memory_format=torch.channels_last), params
+    return model.to(dist.device), params
+
+
+def _log_start(ctx: RunContext, amp_dtype) -> None:
+    cfg, dist, pipe, data = ctx.cfg, ctx.dist, ctx.pipe, ctx.data
+    ctx.log(f"{cfg.recipe}: {cfg.model} ({ctx.params:,} params) on {data.name} {pipe.image_size}px, "
+            f"{len(pipe.train_split)} train / {len(pipe.val_split)} val{' (= test set)' if cfg.val_on_test else ''} "
+            f"/ {len(data.test)} test, {cfg.epochs} epochs on {dist.device}{f' ({amp_dtype})' if amp_dtype else ''}"
+            f" -> {ctx.run}")
+    ctx.log(f"global batch {cfg.batch_size} = {dist.world} process(es) x {pipe.batches.batch_size}, lr {cfg.lr:g} "
+            f"(the recipe's values: batch_size is the global batch)"
+            f"{', SyncBatchNorm' if cfg.sync_bn and dist.world > 1 else ''}{f', {dist.backend}' if dist.enabled else ''}")
+
+
+def train_command(recipe: str | None = None, overrides: list[str] = (), out=None, resume=None,
+                  auto_resume: bool = False, device: str = "auto", data_dir: str | None = None,
+                  progress: bool = True) -> dict | None:
+    """``ghostnest train``: start a run from ``recipe`` + ``overrides`` (``KEY=VALUE``), or ``--resume`` one.
+
+    ``auto_resume`` (with ``out``): continue ``out`` if it holds a checkpoint, else start it; ``None`` if it had
+    already finished (results.json), after printing so on rank 0. Returns :func:`train`'s dict."""
+    extra = parse_overrides(overrides)
+    if auto_resume:  # the same command starts a run and, after a preemption or requeue, continues it
+        plan = auto_resume_plan(out, resume)
+        if plan == "done":
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(f"{out}: finished earlier (results.json); nothing to do")
+            return None
+        if plan == "resume":
+            epochs = extra.get("epochs")
+            resume, recipe, overrides = out, None, [f"epochs={epochs}"] if epochs else []
+            extra = parse_overrides(overrides)
+    if resume:
+        if recipe or set(extra) - {"epochs"}:
+            raise ValueError(f"--resume takes the configuration from {resume}/config.yaml; drop --recipe and "
+                             "--set (only --set epochs=N, to train longer, is accepted)")
+        return train(None, resume=resume, device=device, progress=progress, resume_epochs=extra.get("epochs"))
+    overrides = list(overrides) + ([f"data_dir={data_dir}"] if data_dir else [])
+    cfg = resolve_config(recipe or "quickstart", overrides)
+    return train(cfg, out=out, device=device, progress=progress, restart_unstarted=auto_resume)
