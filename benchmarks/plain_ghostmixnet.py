@@ -1,6 +1,7 @@
-"""GhostMixNet written plainly in eager PyTorch: the baseline of issue 7, target 4 (training images per second).
+"""GhostMixNet written plainly in eager PyTorch: the baseline of the speed target for GhostMixNet training
+(``benchmarks/speed.py``, target 4: ours at least 1.3x its training images per second).
 
-Seed 004 (GhostMixNet), "Methodology" and "Residual Layers", as /work/shared/reference/facts.md describes the
+The *GhostMixNet* paper, sections "Methodology" and "Residual Layers", as docs/reference.md records the
 published network: stem 3x3 conv 3->64 + BN + ReLU; three stages of four residual Ghost blocks (64/128/256 channels,
 first strides 1/2/2); each block GhostModule -> BN -> ReLU -> GhostModule -> BN -> Squeeze-Excitation
 (squeeze to out // 16) -> + shortcut (identity or 1x1 conv + BN) -> ReLU; each GhostModule a 3x3 primary conv to

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ghostnest import create_model
-from ghostnest.bench import RESULT_KEYS, _make_step, _percentile, bench_models, bench_variants, format_table
+from ghostnest.bench import RESULT_KEYS, bench_models, bench_variants, format_table, make_step, percentile, spread
 from ghostnest.cli import main
 
 TINY = dict(depths=(1, 1, 1), widths=(8, 16, 32), stem_width=8)
@@ -86,17 +86,55 @@ def test_train_step_updates_weights_and_infer_step_does_not():
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     before = [p.detach().clone() for p in model.parameters()]
     model.eval()
-    _make_step(model, "infer", x, y, torch.device("cpu"), torch.float32)()
+    make_step(model, "infer", x, y, torch.device("cpu"), torch.float32)()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     model.train()
-    _make_step(model, "train", x, y, torch.device("cpu"), torch.float32)()
+    make_step(model, "train", x, y, torch.device("cpu"), torch.float32)()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_percentile():
-    assert _percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
-    assert _percentile([1.0, 2.0], 0.5) == 1.5
-    assert _percentile([7.0], 0.75) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
+    assert percentile([1.0, 2.0], 0.5) == 1.5
+    assert percentile([7.0], 0.75) == 7.0
+    assert spread([3.0, 1.0, 2.0]) == {"median_ms": 2.0, "p25_ms": 1.5, "p75_ms": 2.5, "iqr_ms": 1.0, "min_ms": 1.0,
+                                       "max_ms": 3.0}
+
+
+def test_cuda_peak_memory_counts_own_weights_not_earlier_allocations(monkeypatch):
+    from ghostnest.bench import memory
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    cpu = torch.device("cpu")
+    own = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    assert memory.model_bytes(model, cpu) == own and memory.model_bytes(None, cpu) == 0
+    # On CUDA: 300 MiB allocated before the step, 10 MiB of it the model's own weights; peak 350 MiB during it.
+    monkeypatch.setattr(memory, "model_bytes", lambda m, d: 10 * 2**20)
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 300 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 350 * 2**20)
+    with memory.PeakMemory(torch.device("cuda"), model) as mem:
+        pass
+    assert mem.kind == "cuda_peak_allocated" and mem.mb == 60.0
+
+
+def test_bench_sessions_times_onnxruntime_sessions_interleaved(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from ghostnest.bench import bench_sessions
+    from ghostnest.export import export_model
+
+    path = export_model(create_model("ghostmixnet", **TINY).eval(), "onnx", tmp_path / "t.onnx", 32, {"model": "t"})
+    sessions = [(name, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])) for name in "ab"]
+    rows = bench_sessions(sessions, torch.randn(2, 3, 32, 32), repeats=3, warmup=2)
+    assert [r["name"] for r in rows] == ["a", "b"]
+    for r in rows:
+        assert r["runtime"] == "onnxruntime" and r["batch"] == 2 and len(r["times_ms"]) == 3
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["first_call_ms"] > 0
+        assert r["images_per_s"] == pytest.approx(2 * 1000 / r["median_ms"])
+    assert rows[0]["ratio_to_first"] == 1.0
+    with pytest.raises(ValueError, match="--repeats"):
+        bench_sessions(sessions, torch.randn(2, 3, 32, 32), repeats=0)
 
 
 @pytest.mark.parametrize(
