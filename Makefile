@@ -18,3 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[test,export]"
 	touch $@
+
+# make gpu-check [STEP="env tests"]: verify and measure everything on the CUDA GPU present (docs/gpu.md), in
+# resumable steps; writes benchmarks/results/cuda-*.json and the GPU section of docs/benchmarks.md. Needs a
+# Python with ghostnest importable (GPU_PYTHON); it does not install anything (a lent GPU machine is offline).
+GPU_PYTHON ?= $(BIN)/python
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(foreach s,$(STEP),--step $(s))

@@ -1,0 +1,842 @@
+"""Verify and measure everything on the GPU that is present: one command, in resumable steps of under 9 minutes.
+
+    python benchmarks/gpu_check.py                 # every step not done yet, then `render`
+    python benchmarks/gpu_check.py --step speed    # one step (repeatable: --step env --step tests)
+    python benchmarks/gpu_check.py --list          # the steps, what each measures and its time budget
+    python benchmarks/gpu_check.py --step render   # docs/benchmarks.md's GPU section from the JSON files (any machine)
+    python benchmarks/gpu_check.py --dry-run       # every step on the CPU with tiny sizes (what the tests run)
+
+Each step writes ``benchmarks/results/cuda-<step>.json`` atomically, after every finished cell, with
+``"complete": false`` until the step is done. A step whose file is complete is skipped (``--force`` runs it again);
+an incomplete one continues with the cells it has not measured yet. Every step has a time budget (printed; all
+under 9 minutes on one H100): a step that reaches it stops starting new cells, records which ones it left, and
+finishes them on its next run. ``render`` writes the section between ``<!-- gpu:begin -->`` and
+``<!-- gpu:end -->`` in docs/benchmarks.md (appended if the markers are missing; the rest of the file is untouched)
+and prints a summary table; it works on a machine without CUDA and names the figures still missing.
+
+Without CUDA (and without ``--dry-run``/``--device cpu``) the script says so in one line and exits 2.
+docs/gpu.md says how a session with a lent GPU sets up and runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
+sys.path.insert(0, str(ROOT / "benchmarks"))  # plain_ghostmixnet
+
+SIZES = ("s", "m", "l", "xl")
+TARGETS = {"infer": 1.2, "train": 1.5, "ghostmix_train_vs_plain": 2.5}
+TABLE5 = {"images": 47_500, "val": 2_500, "epochs": 100, "recipe": "menest-cifar100",
+          "models": [f"menest_ghost_{s}" for s in SIZES] + [f"efficientnetv2_{s}" for s in SIZES]}
+ABLATION = {"images": 50_000, "val": 10_000, "epochs": 200,
+            "recipes": ["ghostmixnet-cifar10-resnet", "ghostmixnet-cifar10-resnet-se", "ghostmixnet-cifar10-ghost-se",
+                        "ghostmixnet-cifar10"]}
+TINY_GMN = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
+TINY_GMN_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
+TINY_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_features": 32}
+
+
+# ------------------------------------------------------------------------------------------------ the context
+class Ctx:
+    """Where a step runs and how big it may be: ``tiny`` (CPU dry run) shrinks every size to seconds."""
+
+    def __init__(self, device: str, tiny: bool, results: Path, doc: Path, force: bool):
+        self.device, self.tiny, self.results, self.doc, self.force = device, tiny, results, doc, force
+        self.prefix = "dryrun" if tiny else "cuda"
+
+    def path(self, step: str) -> Path:
+        return self.results / f"{self.prefix}-{step}.json"
+
+    def pick(self, real, tiny):
+        return tiny if self.tiny else real
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic: a temporary file in the same folder, then rename (a killed step leaves the old file or the new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Record:
+    """One step's results file: cells keyed by name, saved after each; ``over_budget`` says when to stop."""
+
+    def __init__(self, ctx: Ctx, step: str, budget_s: float):
+        self.ctx, self.step, self.path, self.budget_s = ctx, step, ctx.path(step), budget_s
+        old = None if ctx.force else read_json(self.path)
+        self.data = old if old and not old.get("complete") else {"step": step, "cells": {}}
+        self.data.update(device=ctx.device, dry_run=ctx.tiny, complete=False, started=now(), budget_s=budget_s)
+        self.data.setdefault("cells", {})
+        self.t0 = time.monotonic()
+        self.left: list[str] = []
+
+    def done(self, key: str) -> bool:
+        return key in self.data["cells"] and "not_run" not in self.data["cells"][key]
+
+    def over_budget(self, key: str) -> bool:
+        if time.monotonic() - self.t0 > self.budget_s:
+            self.left.append(key)
+            self.data["cells"][key] = {"not_run": "step time budget reached; run the step again to continue"}
+            self.save()
+            return True
+        return False
+
+    def put(self, key: str, value: dict) -> None:
+        self.data["cells"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    def finish(self, **extra) -> dict:
+        self.data.update(extra)
+        self.data["elapsed_s"] = round(time.monotonic() - self.t0, 1)
+        self.data["finished"] = now()
+        self.data["complete"] = not self.left
+        self.save()
+        return self.data
+
+    def cell(self, key: str, fn) -> dict | None:
+        """Run ``fn()`` for cell ``key`` unless it is done or the budget is spent; errors are recorded, not raised."""
+        if self.done(key):
+            return self.data["cells"][key]
+        if self.over_budget(key):
+            return None
+        say(f"  {self.step}: {key}")
+        t = time.monotonic()
+        try:
+            value = fn()
+        except Exception as exc:  # noqa: BLE001  (one failed cell must not lose the others)
+            value = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
+            _empty_cache()
+        value = {**value, "cell_s": round(time.monotonic() - t, 1)}
+        self.put(key, value)
+        return value
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------------------- env
+def step_env(ctx: Ctx, rec: Record) -> None:
+    import torch
+
+    from ghostnest.bench import environment
+
+    rec.cell("environment", lambda: environment(ctx.device))
+
+    def versions():
+        import timm
+        import torchvision
+
+        out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+               "timm": timm.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+               "cpu_count": os.cpu_count()}
+        if ctx.device.startswith("cuda"):
+            p = torch.cuda.get_device_properties(0)
+            out.update(gpu=p.name, gpu_mem_gib=round(p.total_memory / 2**30, 1), sms=p.multi_processor_count,
+                       capability=f"{p.major}.{p.minor}", bf16=torch.cuda.is_bf16_supported(),
+                       nccl=torch.distributed.is_nccl_available())
+        return out
+
+    rec.cell("versions", versions)
+
+    def smi():
+        try:
+            p = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
+            return {"nvidia_smi": p.stdout[-4000:], "rc": p.returncode}
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return {"nvidia_smi": None, "note": str(exc)}
+
+    rec.cell("nvidia_smi", smi)
+
+
+# -------------------------------------------------------------------------------------------------------- tests
+def step_tests(ctx: Ctx, rec: Record) -> None:
+    """The suite's CUDA cases (marked ``cuda`` by tests/conftest.py); a dry run runs two CPU cases instead."""
+    if ctx.tiny:
+        args = ["tests/test_devices.py", "-m", "not cuda", "-k", "ghost_module"]
+    else:
+        args = ["tests", "-m", "cuda"]
+
+    def run():
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=rec.budget_s + 60)
+        tail = (p.stdout + p.stderr)[-6000:]
+        counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", tail)}
+        return {"command": " ".join(cmd[1:]), "rc": p.returncode, "counts": counts, "ok": p.returncode == 0,
+                "tail": tail}
+
+    rec.cell("pytest", run)
+
+
+# -------------------------------------------------------------------------------------------------------- speed
+def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, num_classes=100):
+    from ghostnest.bench import bench_models
+
+    rows = bench_models(list(names), input_size=size, batch=batch, mode=mode, device=ctx.device,
+                        dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny, compile=compile,
+                        repeats=repeats or ctx.pick(6, 2), warmup=ctx.pick(2, 1), num_classes=num_classes,
+                        fuse=fuse)
+    keep = ("name", "mode", "dtype", "batch", "input_size", "channels_last", "compiled", "fused", "params", "gflops",
+            "median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb", "first_call_ms")
+    return {r["name"]: {k: r.get(k) for k in keep} for r in rows}
+
+
+def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
+    sizes = ctx.pick(SIZES if not compile else ("s", "m"), ("s",))
+    batches = ctx.pick((128, 256) if not compile else (128,), (2,))
+    image = ctx.pick(256, 32)
+    for size in sizes:
+        ours, theirs = f"menest_ghost_{size}", f"efficientnetv2_{size}"
+        for mode in ("infer", "train"):
+            for batch in batches:
+                def run(ours=ours, theirs=theirs, mode=mode, batch=batch):
+                    rows = _bench([ours, theirs], ctx=ctx, size=image, batch=batch, mode=mode,
+                                  fuse=mode == "infer" and not compile, compile=compile)
+                    ratio = rows[ours]["median_ms"] / rows[theirs]["median_ms"]
+                    return {"ours": rows[ours], "theirs": rows[theirs], "ratio": ratio, "target": TARGETS[mode],
+                            "met": ratio <= TARGETS[mode]}
+                rec.cell(f"{size}/{mode}/b{batch}", run)
+    rec.data["setup"] = {"input_size": image, "dtype": ctx.pick("bf16", "fp32"), "channels_last": not ctx.tiny,
+                         "fused_infer": not compile, "compiled": compile,
+                         "ratio": "median time per batch, ME-NeSt-Ghost / EfficientNet-V2 (timm) of the same size"}
+
+
+def step_speed(ctx: Ctx, rec: Record) -> None:
+    """ME-NeSt-Ghost S/M/L/XL vs EfficientNet-V2 S/M/L/XL, bf16, channels_last, batch 128 and 256, 256x256:
+    inference fused (both sides, ``ghostnest.fuse``), training step eager."""
+    _pair_cells(ctx, rec, compile=False)
+
+
+def step_speed_compile(ctx: Ctx, rec: Record) -> None:
+    """The same cells with ``torch.compile`` on both sides (S and M, batch 128: each compile takes minutes).
+    A dry run times them eagerly (compiling on the CPU takes minutes)."""
+    _pair_cells(ctx, rec, compile=not ctx.tiny)
+
+
+def step_speed_ghostmix(ctx: Ctx, rec: Record) -> None:
+    """GhostMixNet training throughput vs the plain fp32 eager version (benchmarks/plain_ghostmixnet.py)."""
+    import torch
+
+    import ghostnest
+    from ghostnest.bench import bench_variants
+    from plain_ghostmixnet import PlainGhostMixNet
+
+    batch = ctx.pick(128, 4)
+    common = dict(input_size=32, batch=batch, num_classes=10, mode="train", device=ctx.device,
+                  repeats=ctx.pick(20, 2), warmup=ctx.pick(3, 1))
+
+    def one(model_fn, dtype, cl):
+        rows = bench_variants([("m", model_fn())], dtype=dtype, channels_last=cl, **common)
+        return {k: rows[0].get(k) for k in ("median_ms", "p25_ms", "p75_ms", "images_per_s", "first_call_ms")}
+
+    kw = ctx.pick({}, TINY_GMN)
+    rec.cell("plain_fp32_eager", lambda: one(PlainGhostMixNet, "fp32", False))
+    rec.cell("ours_fp32_eager", lambda: one(lambda: ghostnest.create_model("ghostmixnet", num_classes=10, **kw),
+                                            "fp32", False))
+    low = ctx.pick("bf16", "fp32")
+    rec.cell("ours_bf16_cl", lambda: one(lambda: ghostnest.create_model("ghostmixnet", num_classes=10, **kw), low,
+                                         not ctx.tiny))
+    if not ctx.tiny:  # compiling on the CPU takes minutes: not in a dry run
+        rec.cell("ours_bf16_cl_compiled", lambda: one(
+            lambda: torch.compile(ghostnest.create_model("ghostmixnet", num_classes=10)), "bf16", True))
+    base = rec.data["cells"].get("plain_fp32_eager", {}).get("images_per_s")
+    if base:
+        best = max((c.get("images_per_s") or 0, k) for k, c in rec.data["cells"].items() if k != "plain_fp32_eager")
+        rec.data["speedup"] = {"best": best[1], "ratio": best[0] / base, "target": TARGETS["ghostmix_train_vs_plain"],
+                               "met": best[0] / base >= TARGETS["ghostmix_train_vs_plain"]}
+
+
+# -------------------------------------------------------------------------------------------------------- train
+def _train_cell(ctx: Ctx, recipe: str, overrides: dict, key: str) -> dict:
+    from ghostnest.train import resolve_config, train
+
+    cfg = resolve_config(recipe, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.monotonic()
+        run = Path(tmp) / key.replace("/", "_")
+        res = train(cfg, run, device=ctx.device, progress=False)
+        wall = time.monotonic() - t
+        import csv
+
+        with open(run / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    epochs = [float(r["seconds"]) for r in rows]
+    out = {"recipe": recipe, "overrides": {k: v for k, v in overrides.items()}, "wall_s": wall, "epoch_s": epochs,
+           "steady_epoch_s": epochs[-1], "test_top1": res.get("test_top1"), "train_loss": [float(r["train_loss"])
+                                                                                          for r in rows],
+           "model": res.get("model"), "params": res.get("params"), "image_size": res.get("image_size")}
+    return out
+
+
+def step_train(ctx: Ctx, rec: Record) -> None:
+    """Both recipes as written (augmentation, batch, optimizer, AMP, channels_last) on fake data of the real shape,
+    2 epochs each (the second is the steady-state epoch), plus the digits learning check."""
+    if ctx.tiny:
+        gmn = {"dataset": "fake:classes=10,size=16,train=64,test=16", "model_kwargs": TINY_GMN, "epochs": 1,
+               "workers": 0, "batch_size": 16, "augment": []}
+        men = {"dataset": "fake:classes=4,size=16,train=64,test=16", "model_kwargs": TINY_MENEST, "epochs": 1,
+               "workers": 0, "batch_size": 16, "image_size": 32, "augment": []}
+    else:
+        # CIFAR-10's real count and size; the recipe as written apart from the data and the epoch count
+        gmn = {"dataset": "fake:classes=10,size=32,train=50000,test=10000", "epochs": 2}
+        # 128x128 stored, resized to the recipe's 256; a fifth of CIFAR-100's 50,000 (scaled up in the projection)
+        men = {"dataset": "fake:classes=100,size=128,train=10000,test=1000", "epochs": 2}
+    rec.cell("ghostmixnet-cifar10", lambda: {**_train_cell(ctx, "ghostmixnet-cifar10", gmn, "gmn"),
+                                             "train_images": 50_000 if not ctx.tiny else 64})
+    rec.cell("menest-cifar100", lambda: {**_train_cell(ctx, "menest-cifar100", men, "men"),
+                                         "train_images": 9_500 if not ctx.tiny else 61})
+
+    def digits():
+        over = {"epochs": 1, "model_kwargs": TINY_GMN} if ctx.tiny else {}
+        out = _train_cell(ctx, "quickstart", over, "digits")
+        out["learned"] = (out["test_top1"] or 0) >= (10 if ctx.tiny else 90)
+        out["train_images"] = 1_293  # quickstart: 1,437 training digits less the 10% validation split
+        return out
+
+    rec.cell("digits", digits)
+
+
+# ------------------------------------------------------------------------------------------------------ project
+def step_project(ctx: Ctx, rec: Record) -> None:
+    """GPU images/s of the training step of every Table 5 model (batch 32, 256x256) and of the four GhostMixNet
+    ablation rows (batch 128, 32x32), bf16 autocast, channels_last: as the recipes train them."""
+    from ghostnest.train import resolve_config
+
+    if ctx.tiny:
+        jobs = [("menest_ghost_s", 32, 2, 100, {"stages": TINY_MENEST["stages"], "num_features": 32}),
+                ("ghostmixnet-cifar10", 16, 2, 10, TINY_GMN)]
+    else:
+        jobs = [(m, 256, 32, 100, None) for m in TABLE5["models"]]
+        jobs += [(r, 32, 128, 10, None) for r in ABLATION["recipes"]]
+    for name, size, batch, classes, kw in jobs:
+        def run(name=name, size=size, batch=batch, classes=classes, kw=kw):
+            from ghostnest.bench import bench_models
+
+            model = resolve_config(name).model if name.startswith("ghostmixnet-") else name
+            rows = bench_models([model], input_size=size, batch=batch, mode="train", device=ctx.device,
+                                dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny,
+                                repeats=ctx.pick(10, 2), warmup=ctx.pick(3, 1), num_classes=classes,
+                                model_kwargs=kw)
+            r = rows[0]
+            return {"model": model, "input_size": size, "batch": batch, "median_ms": r["median_ms"],
+                    "images_per_s": r["images_per_s"], "params": r["params"], "peak_mem_mb": r["peak_mem_mb"]}
+        rec.cell(name, run)
+
+
+# ----------------------------------------------------------------------------------------------------- pipeline
+def step_pipeline(ctx: Ctx, rec: Record) -> None:
+    """Images/s of each recipe's whole input pipeline alone (no model), at the recipe's worker count and at more."""
+    from ghostnest.bench import bench_data
+
+    cpus = os.cpu_count() or 1
+    if ctx.tiny:
+        jobs = [("ghostmixnet-cifar10", ["dataset=fake:classes=10,size=32,train=64,test=8", "batch_size=16"], [0])]
+    else:
+        gmn = ["dataset=fake:classes=10,size=32,train=8192,test=16"]
+        jobs = [("menest-cifar100", ["dataset=fake:classes=100,size=128,train=4096,test=16"], [None, cpus])]
+        jobs += [(r, gmn, [None, max(cpus // 2, 2)]) for r in ABLATION["recipes"]]
+    for recipe, over, worker_counts in jobs:
+        for w in worker_counts:
+            key = f"{recipe}/workers={'recipe' if w is None else w}"
+            rec.cell(key, lambda recipe=recipe, over=over, w=w: bench_data(
+                recipe, over, batches=ctx.pick(30, 2), warmup=ctx.pick(3, 1), device=ctx.device, workers=w))
+
+
+# ---------------------------------------------------------------------------------------------------------- ddp
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metrics(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def step_ddp(ctx: Ctx, rec: Record) -> None:
+    """torchrun --nproc_per_node 1 (nccl on CUDA, gloo in a dry run) with sync_bn: an uninterrupted run; the same
+    run stopped by SIGTERM inside epoch 2 and resumed under torchrun; final weights compared tensor by tensor."""
+    if ctx.tiny:
+        sets = [TINY_GMN_SET, "dataset=fake:classes=4,size=16,train=1500,test=32", "batch_size=16", "threads=1"]
+    else:
+        sets = ["dataset=fake:classes=10,size=32,train=20000,test=512", "batch_size=64"]
+    sets += ["epochs=3", "val_fraction=0.05", "workers=0", "sync_bn=true", "augment=[]", "mixup_alpha=0",
+             "cutmix_alpha=0"]
+    args = [a for s in sets for a in ("--set", s)] + ["--device", ctx.device.split(":")[0], "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def torchrun(*extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+                str(_free_port()), "-m", "ghostnest", "train", *extra]
+
+    new = ["--recipe", "quickstart", *args]
+
+    def run():
+        import torch
+
+        from ghostnest.train.checkpoint import read_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            full, part = Path(tmp) / "full", Path(tmp) / "part"
+            t = time.monotonic()
+            p = subprocess.run(torchrun(*new, "--out", str(full)), capture_output=True, text=True, timeout=300, env=env)
+            out = {"full_rc": p.returncode, "full_s": round(time.monotonic() - t, 1)}
+            if p.returncode:
+                return {**out, "ok": False, "stderr": p.stderr[-3000:]}
+            proc = subprocess.Popen(torchrun(*new, "--out", str(part)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+            deadline = time.monotonic() + 240
+            while not (part / "last.state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # the end of epoch 1
+            time.sleep(0.3 if not ctx.tiny else 0.2)
+            workers = _children(proc.pid)
+            sent = bool(workers) and proc.poll() is None
+            for w in workers:
+                os.kill(w, signal.SIGTERM)  # the training process itself, as a scheduler's preemption would
+            _, err = proc.communicate(timeout=240)
+            m = re.search(r"SIGTERM: saved a checkpoint at ([^;]+);", err)
+            out.update(sigterm_sent=sent, stop_rc=proc.returncode, stopped_at=m.group(1) if m else None)
+            if not m:
+                return {**out, "ok": False, "stderr": err[-3000:]}
+            p = subprocess.run(torchrun("--resume", str(part), "--device", ctx.device.split(":")[0], "--quiet"),
+                               capture_output=True, text=True, timeout=300, env=env)
+            out["resume_rc"] = p.returncode
+            if p.returncode:
+                return {**out, "ok": False, "stderr": p.stderr[-3000:]}
+            wa, _ = read_checkpoint(full / "last.safetensors")
+            wb, _ = read_checkpoint(part / "last.safetensors")
+            diffs = {k: (wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].numel()}
+            worst = max(diffs.values()) if diffs else 0.0
+            exact = all(torch.equal(wa[k], wb[k]) for k in wa)
+            ma, mb = _metrics(full), _metrics(part)
+            res = json.loads((part / "results.json").read_text())
+            return {**out, "ok": exact, "exact": exact, "max_abs_weight_diff": worst, "metrics_equal": ma == mb,
+                    "world_size": res.get("world_size"), "sync_bn": res.get("sync_bn"), "device": res.get("device")}
+
+    rec.cell("sigterm_resume", run)
+
+
+# ------------------------------------------------------------------------------------------------------ profile
+def _profile_one(ctx: Ctx, name: str, mode: str, batch: int, size: int, classes: int, kw: dict | None) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    import ghostnest
+
+    dev = torch.device(ctx.device)
+    cuda = dev.type == "cuda"
+    model = ghostnest.create_model(name, num_classes=classes, **(kw or {})).to(dev)
+    mf = torch.channels_last if cuda else torch.contiguous_format
+    model = model.to(memory_format=mf)
+    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=mf)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda)
+    if mode == "infer":
+        model = ghostnest.fuse(model.eval())
+
+        def step():
+            with torch.inference_mode(), amp:
+                model(x)
+    else:
+        opt = torch.optim.AdamW(model.parameters())
+        model.train()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with amp:
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+    for _ in range(3):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(ctx.pick(3, 1)):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+
+    def dev_time(e):
+        if cuda:
+            return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        return e.self_cpu_time_total
+
+    total = sum(dev_time(e) for e in events) or 1.0
+    top = sorted(events, key=dev_time, reverse=True)[:15]
+    return {"model": name, "mode": mode, "batch": batch, "input_size": size, "clock": "cuda" if cuda else "cpu",
+            "top": [{"name": e.key[:120], "self_ms": dev_time(e) / 1e3 / ctx.pick(3, 1), "share": dev_time(e) / total,
+                     "calls": e.count} for e in top]}
+
+
+def step_profile(ctx: Ctx, rec: Record) -> None:
+    """torch.profiler top kernels of the cells that matter: every speed cell that missed its target (from
+    cuda-speed.json), else the S pair at batch 128 in both modes; and GhostMixNet's training step."""
+    jobs = []
+    if ctx.tiny:
+        jobs = [("menest_ghost_s", "train", 2, 32, 10, {"stages": TINY_MENEST["stages"], "num_features": 32}),
+                ("ghostmixnet", "train", 2, 16, 10, TINY_GMN)]
+    else:
+        speed = read_json(ctx.path("speed")) or {}
+        missed = [k for k, c in speed.get("cells", {}).items() if c.get("met") is False]
+        for key in (missed or ["s/infer/b128", "s/train/b128"])[:4]:
+            size, mode, b = key.split("/")
+            for name in (f"menest_ghost_{size}", f"efficientnetv2_{size}"):
+                jobs.append((name, mode, int(b[1:]), 256, 100, None))
+        jobs.append(("ghostmixnet", "train", 128, 32, 10, None))
+    for name, mode, batch, size, classes, kw in jobs:
+        rec.cell(f"{name}/{mode}/b{batch}", lambda a=(name, mode, batch, size, classes, kw): _profile_one(ctx, *a))
+
+
+# ------------------------------------------------------------------------------------------------------- render
+def _fmt(v, spec=".1f", none="missing"):
+    if v is None:
+        return none
+    try:
+        return format(v, spec)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _hours(s):
+    return "missing" if s is None else (f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min")
+
+
+def projection(res: dict) -> list[dict]:
+    """Projected wall time of each paper run from the GPU step throughput (``project``), the input pipeline
+    (``pipeline``) and the overhead the real epochs (``train``) show over that simple model."""
+    proj = (res.get("project") or {}).get("cells", {})
+    pipe = (res.get("pipeline") or {}).get("cells", {})
+    real = (res.get("train") or {}).get("cells", {})
+
+    def pipeline_rate(recipe):
+        rates = [c.get("images_per_s") for k, c in pipe.items() if k == f"{recipe}/workers=recipe"]
+        return rates[0] if rates and rates[0] else None
+
+    def overhead(real_key, proj_key, images):
+        r, p = real.get(real_key, {}), proj.get(proj_key, {})
+        gpu, pl = p.get("images_per_s"), pipeline_rate(real_key)
+        if not (r.get("steady_epoch_s") and gpu):
+            return 1.0, False
+        simple = images / min(gpu, pl or gpu)
+        return max(1.0, r["steady_epoch_s"] / simple), True
+
+    rows = []
+    men_over, men_cal = overhead("menest-cifar100", "menest_ghost_s", 9_500)
+    for m in TABLE5["models"]:
+        rows.append(_proj_row(m, "menest-cifar100", proj.get(m, {}), pipeline_rate("menest-cifar100"), TABLE5,
+                              men_over, men_cal))
+    gmn_over, gmn_cal = overhead("ghostmixnet-cifar10", "ghostmixnet-cifar10", 50_000)
+    for r in ABLATION["recipes"]:
+        rows.append(_proj_row(r, r, proj.get(r, {}), pipeline_rate(r), ABLATION, gmn_over, gmn_cal))
+    return rows
+
+
+def _proj_row(name, recipe, cell, pipe_rate, paper, over, calibrated):
+    gpu = cell.get("images_per_s")
+    row = {"run": name, "recipe": recipe, "epochs": paper["epochs"], "gpu_img_s": gpu, "pipeline_img_s": pipe_rate,
+           "bound": None, "epoch_s": None, "total_s": None, "calibrated": calibrated}
+    if gpu:
+        rate = min(gpu, pipe_rate) if pipe_rate else gpu
+        row["bound"] = ("input pipeline (CPU)" if pipe_rate and pipe_rate < gpu else "GPU") + ("" if pipe_rate else "?")
+        epoch = paper["images"] / rate + paper["val"] / (3 * gpu)  # eval: forward only, ~1/3 of a training step
+        row["epoch_s"] = epoch * over
+        row["total_s"] = row["epoch_s"] * paper["epochs"]
+    return row
+
+
+def render(ctx: Ctx) -> str:
+    res = {name: read_json(ctx.path(name)) for name in STEPS if name != "render"}
+    have = {k: v for k, v in res.items() if v}
+    missing = [k for k in STEPS if k != "render" and not (res.get(k) or {}).get("complete")]
+    L = [BEGIN, "## GPU check (benchmarks/gpu_check.py)", ""]
+    label = "in a dry run on the CPU, tiny sizes: not GPU figures" if ctx.tiny else "with CUDA"
+    env = (have.get("env") or {}).get("cells", {}).get("versions", {})
+    if env:
+        L += [f"Measured {label} on **{env.get('gpu', ctx.device)}**, torch {env.get('torch')}, CUDA "
+              f"{env.get('cuda')}, cuDNN {env.get('cudnn')}, timm {env.get('timm')}, {env.get('cpu_count')} CPU "
+              "cores. Regenerate with `python benchmarks/gpu_check.py` (docs/gpu.md).", ""]
+    if missing:
+        L += ["### GPU figures: not yet measured", "",
+              "No GPU run has produced these yet" + (" (this page was rendered on a machine without CUDA)"
+                                                    if not have else "") + "; the figures of these steps are **missing** "
+              "until `python benchmarks/gpu_check.py` runs on a CUDA machine (docs/gpu.md):", ""]
+        L += [f"- `{k}`: {STEPS[k][2]}" for k in missing]
+        L += [""]
+    if not have:  # nothing measured yet: the list above is the whole section
+        L += ["The commands, their time budgets and what each step measures: docs/gpu.md. These steps have never "
+              "run on a GPU yet.", "", END]
+        return "\n".join(L) + "\n"
+    # speed
+    for step, title in (("speed", "Speed ratios (eager; inference fused)"), ("speed-compile", "Speed ratios, torch.compile")):
+        cells = (have.get(step) or {}).get("cells", {})
+        L += [f"### {title}", "", "ME-NeSt-Ghost vs EfficientNet-V2 (timm) of the same size, bf16 autocast, "
+              "channels_last, 256x256, median ms per batch; ratio = ours / theirs (targets: inference <= 1.2, "
+              "training step <= 1.5).", "",
+              "| size | mode | batch | ME-NeSt-Ghost ms | EfficientNet-V2 ms | ratio | target met |", "|---|---|---|---|---|---|---|"]
+        keys = [f"{s}/{m}/b{b}" for s in SIZES for m in ("infer", "train") for b in (128, 256)]
+        keys += [k for k in cells if k not in keys]
+        for k in keys:
+            c = cells.get(k)
+            if c is None and step == "speed-compile" and not k.startswith(("s/", "m/")) or (
+                    c is None and step == "speed-compile" and k.endswith("b256")):
+                continue
+            s, m, b = k.split("/")
+            c = c or {}
+            if "error" in c or "not_run" in c:
+                L.append(f"| {s.upper()} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
+                continue
+            L.append(f"| {s.upper()} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
+                     f"{_fmt((c.get('theirs') or {}).get('median_ms'))} | {_fmt(c.get('ratio'), '.2f')} | "
+                     f"{'missing' if c.get('met') is None else ('yes' if c['met'] else '**no**')} |")
+        L.append("")
+    g = have.get("speed-ghostmix") or {}
+    L += ["### GhostMixNet training throughput vs the plain fp32 eager version", "",
+          "Batch 128, 32x32, one AdamW step; target >= 2.5x the plain eager fp32 network "
+          "(benchmarks/plain_ghostmixnet.py).", "", "| variant | ms per step | images/s |", "|---|---|---|"]
+    for k in ("plain_fp32_eager", "ours_fp32_eager", "ours_bf16_cl", "ours_bf16_cl_compiled"):
+        c = g.get("cells", {}).get(k, {})
+        L.append(f"| {k} | {_fmt(c.get('median_ms'))} | {_fmt(c.get('images_per_s'), ',.0f', c.get('error', 'missing'))} |")
+    sp = g.get("speedup")
+    L += ["", f"Speed-up of the best variant: **{_fmt(sp and sp['ratio'], '.2f')}x** "
+          f"({'target met' if sp and sp['met'] else 'target missed' if sp else 'missing'}).", ""]
+    # training
+    t = (have.get("train") or {}).get("cells", {})
+    L += ["### Training on the GPU (recipes as written, fake data of the real shape)", "",
+          "| run | data | epoch seconds (1st, steady) | steady images/s | test top-1 |", "|---|---|---|---|---|"]
+    for k in ("ghostmixnet-cifar10", "menest-cifar100", "digits"):
+        c = t.get(k, {})
+        ep = c.get("epoch_s") or []
+        rate = c.get("train_images") / c["steady_epoch_s"] if c.get("train_images") and c.get("steady_epoch_s") else None
+        data = (c.get("overrides") or {}).get("dataset", "digits (real)")
+        L.append(f"| {k} | {data} | {', '.join(_fmt(e) for e in ep) or c.get('error', 'missing')} | "
+                 f"{_fmt(rate, ',.0f')} | {_fmt(c.get('test_top1'), '.2f')} |")
+    d = t.get("digits", {})
+    L += ["", f"Digits learning check (quickstart recipe on the GPU, test top-1 >= 90%): "
+          f"{'missing' if 'learned' not in d else ('passed' if d['learned'] else '**failed**')}.", ""]
+    # projection
+    L += ["### Projected wall time of the paper runs on this GPU", "",
+          "Per epoch: training images / min(GPU training images/s, input pipeline images/s) + validation, times the "
+          "overhead the real epochs above show over that estimate (data loading start-up, evaluation, logging). "
+          "Table 5: 47,500 training images at 256x256, batch 32, 100 epochs; GhostMixNet ablation: 50,000 at 32x32, "
+          "batch 128, 200 epochs.", "",
+          "| run | epochs | GPU img/s | pipeline img/s | bound by | per epoch | whole run |", "|---|---|---|---|---|---|---|"]
+    for r in projection(have):
+        L.append(f"| {r['run']} | {r['epochs']} | {_fmt(r['gpu_img_s'], ',.0f')} | {_fmt(r['pipeline_img_s'], ',.0f')} | "
+                 f"{r['bound'] or 'missing'} | {_hours(r['epoch_s']) if r['epoch_s'] else 'missing'} | "
+                 f"{_hours(r['total_s'])} |")
+    L.append("")
+    # pipeline
+    p = (have.get("pipeline") or {}).get("cells", {})
+    L += ["### Input pipeline alone (no model)", "", "| recipe / workers | images/s | median ms per batch |",
+          "|---|---|---|"]
+    for k, c in p.items():
+        L.append(f"| {k} | {_fmt(c.get('images_per_s'), ',.0f', c.get('error', 'missing'))} | "
+                 f"{_fmt(c.get('median_batch_ms'))} |")
+    if not p:
+        L.append("| missing | | |")
+    L.append("")
+    dd = (have.get("ddp") or {}).get("cells", {}).get("sigterm_resume")
+    L += ["### Distributed: torchrun --nproc_per_node 1, nccl, sync_bn", ""]
+    if dd:
+        L.append(f"SIGTERM stopped the run at {dd.get('stopped_at')}; resumed under torchrun; final weights "
+                 f"{'identical to' if dd.get('exact') else 'differ from'} the uninterrupted run's (max |diff| "
+                 f"{_fmt(dd.get('max_abs_weight_diff'), '.3g')}); metrics equal: {dd.get('metrics_equal')}."
+                 + (f" Error: {dd.get('error') or dd.get('stderr', '')[-300:]}" if not dd.get("ok") else ""))
+    else:
+        L.append("missing")
+    L.append("")
+    pr = (have.get("profile") or {}).get("cells", {})
+    L += ["### Profile: top kernels", ""]
+    for k, c in pr.items():
+        top = c.get("top") or []
+        L.append(f"- `{k}`: " + ("; ".join(f"{e['name'][:60]} {e['self_ms']:.2f} ms ({e['share']:.0%})"
+                                          for e in top[:6]) or c.get("error", "missing")))
+    if not pr:
+        L.append("missing")
+    L += ["", END]
+    return "\n".join(L) + "\n"
+
+
+def write_section(doc: Path, section: str) -> None:
+    text = doc.read_text() if doc.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+
+
+def summary(ctx: Ctx) -> str:
+    rows = []
+    for name, (_, budget, what) in STEPS.items():
+        if name == "render":
+            continue
+        d = read_json(ctx.path(name))
+        state = "missing" if not d else ("done" if d.get("complete") else "partial")
+        errors = sum(1 for c in (d or {}).get("cells", {}).values() if "error" in c)
+        verdict = ""
+        if d:
+            if name.startswith("speed") and name != "speed-ghostmix":
+                met = [c.get("met") for c in d["cells"].values() if "met" in c]
+                verdict = f"{sum(bool(m) for m in met)}/{len(met)} cells meet target"
+            elif name == "speed-ghostmix" and d.get("speedup"):
+                verdict = f"{d['speedup']['ratio']:.2f}x plain (target 2.5x)"
+            elif name == "tests":
+                c = d["cells"].get("pytest", {})
+                verdict = f"rc {c.get('rc')} {c.get('counts')}"
+            elif name == "ddp":
+                c = d["cells"].get("sigterm_resume", {})
+                verdict = "exact resume" if c.get("exact") else f"not exact: {c.get('error') or c.get('stopped_at')}"
+            elif name == "train":
+                verdict = f"digits learned: {d['cells'].get('digits', {}).get('learned')}"
+        rows.append((name, state, f"{d.get('elapsed_s', 0):.0f}s" if d else "-", f"{budget / 60:.1f}", errors, verdict))
+    out = [f"{'step':<15} {'state':<8} {'took':>6} {'budget min':>10} {'errors':>6}  result"]
+    out += [f"{n:<15} {s:<8} {t:>6} {b:>10} {e:>6}  {v}" for n, s, t, b, e, v in rows]
+    return "\n".join(out)
+
+
+def step_render(ctx: Ctx, rec: Record | None = None) -> None:
+    section = render(ctx)
+    write_section(ctx.doc, section)
+    say(summary(ctx))
+    missing = [k for k in STEPS if k != "render" and not (read_json(ctx.path(k)) or {}).get("complete")]
+    say(f"wrote the GPU section of {ctx.doc}" + (f"; missing: {', '.join(missing)}" if missing else "; complete"))
+
+
+# -------------------------------------------------------------------------------------------------------- steps
+# name: (function, budget in seconds on one H100, what it measures). Budgets sum to ~24 minutes; each < 9.
+STEPS = {
+    "env": (step_env, 30, "versions, GPU, nvidia-smi"),
+    "tests": (step_tests, 150, "the test suite's CUDA cases (`pytest -m cuda`): layers, fuse, train/resume, bf16"),
+    "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
+    "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
+    "project": (step_project, 120, "training-step images/s of the 8 Table 5 models and 4 ablation rows (projection)"),
+    "speed": (step_speed, 330, "ME-NeSt-Ghost vs EfficientNet-V2 S/M/L/XL, bf16, batch 128/256, infer + train"),
+    "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
+    "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),
+    "ddp": (step_ddp, 90, "torchrun nproc 1, nccl, sync_bn: SIGTERM, resume, weights compared"),
+    "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
+    "render": (step_render, 5, "docs/benchmarks.md's GPU section and the summary table (any machine)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--step", action="append", choices=list(STEPS), help="run this step (repeatable); default: all")
+    ap.add_argument("--list", action="store_true", help="list the steps with their time budgets and exit")
+    ap.add_argument("--force", action="store_true", help="run a step again even if its results file is complete")
+    ap.add_argument("--dry-run", action="store_true", help="every step on the CPU with tiny sizes (dryrun-*.json)")
+    ap.add_argument("--device", default=None, help="cuda (default) or cpu (= --dry-run)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON files")
+    ap.add_argument("--doc", type=Path, default=DOC, help="the page whose GPU section render writes")
+    args = ap.parse_args(argv)
+    if args.list:
+        total = 0
+        for name, (_, budget, what) in STEPS.items():
+            total += budget
+            print(f"{name:<15} ~{budget / 60:4.1f} min  {what}")
+        print(f"{'all':<15} ~{total / 60:4.1f} min on one H100 (each step < 9 min; run separately with --step NAME)")
+        return 0
+    tiny = args.dry_run or args.device == "cpu"
+    device = "cpu" if tiny else (args.device or "cuda")
+    steps = args.step or list(STEPS)
+    ctx = Ctx(device, tiny, args.results, args.doc, args.force)
+    if steps == ["render"]:
+        step_render(ctx)
+        return 0
+    import torch
+
+    if not tiny and not torch.cuda.is_available():
+        print(f"gpu_check: no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+              "run it on a GPU machine (docs/gpu.md), or --dry-run for the tiny CPU mode", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    if tiny:
+        torch.set_num_threads(1)
+    else:
+        torch.backends.cudnn.benchmark = True
+    for name in steps:
+        fn, budget, what = STEPS[name]
+        if name == "render":
+            step_render(ctx)
+            continue
+        done = read_json(ctx.path(name))
+        if done and done.get("complete") and not args.force:
+            say(f"[{name}] skipped: {ctx.path(name)} is complete (--force to run it again)")
+            continue
+        say(f"[{name}] {what}; budget ~{budget / 60:.1f} min" + (" (dry run)" if tiny else ""))
+        rec = Record(ctx, name, budget * (10 if tiny else 1))
+        fn(ctx, rec)
+        d = rec.finish()
+        errors = [k for k, c in d["cells"].items() if "error" in c]
+        say(f"[{name}] {'done' if d['complete'] else 'partial (budget reached)'} in {d['elapsed_s']:.0f}s"
+            + (f"; errors in {', '.join(errors)}" if errors else "") + f" -> {rec.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

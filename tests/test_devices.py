@@ -1,0 +1,179 @@
+"""The checks that have a device dimension, on every device present (tests/conftest.py: ``cpu`` always, ``cuda``
+where available, skipped otherwise): layers (MixConv implementations, Ghost module, Split-Attention layouts),
+fuse parity, bf16 autocast forward parity (tolerance ``BF16_RTOL``), and training + resume exactness.
+
+The CPU cases are deliberately small (other test files check the same on CPU at larger sizes); on a GPU they
+check that the CUDA kernels (cuDNN, bf16 autocast, channels_last in training) give the same results.
+fp32 comparisons on CUDA run with TF32 off (``fp32()``), so they compare rounding, not TF32's 10-bit mantissa.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+
+import pytest
+import torch
+from conftest import FP32_RTOL, autocast_dtype
+from helpers import calibrate_bn
+
+import ghostnest
+from ghostnest.layers import GhostModule, MixConv2d, SplitAttention
+from ghostnest.layers.mixconv import MIXCONV_IMPLS
+from ghostnest.train import resolve_config, train
+from ghostnest.train import checkpoint as ckpt
+
+TINY_GMN = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
+TINY_MENEST = (("ms", 1, 8, 1, 1), ("ms", 2, 16, 2, 4), ("ms_ghost", 2, 16, 2, 4), ("ms_ghost", 1, 24, 1, 6))
+
+
+@contextlib.contextmanager
+def fp32(device: torch.device):
+    """Full fp32 on CUDA (TF32 off for cuDNN convolutions and matmuls); nothing to change on CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def close(out: torch.Tensor, ref: torch.Tensor, rtol: float) -> None:
+    err = (out.float() - ref.float()).abs().max().item()
+    scale = max(1.0, ref.abs().max().item())
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol} x {scale:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------------ layers
+@pytest.mark.parametrize("stride,multiplier", [(1, 1), (2, 2)])
+def test_mixconv_impls_match_split(device, stride, multiplier):
+    torch.manual_seed(0)
+    ref = MixConv2d(12, (3, 5, 7), stride=stride, multiplier=multiplier).to(device)
+    ref.impl = "split"
+    x = torch.randn(2, 12, 9, 9, device=device, requires_grad=True)
+    with fp32(device):
+        y_ref = ref(x)
+        g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
+        for impl in MIXCONV_IMPLS:
+            ref.impl = impl
+            y = ref(x)
+            g, = torch.autograd.grad(y.square().sum(), x)
+            close(y, y_ref, FP32_RTOL)
+            close(g, g_ref, FP32_RTOL)
+
+
+def test_ghost_module_matches_float64_cpu(device):
+    torch.manual_seed(0)
+    m = GhostModule(8, 22, kernel_size=3, cheap_kernel=(3, 5, 7, 9), stride=2).train()
+    x = torch.randn(3, 8, 11, 11)
+    want = m.double()(x.double())
+    with fp32(device):
+        got = m.float().to(device)(x.to(device))
+    close(got.cpu(), want, FP32_RTOL)
+
+
+def test_split_attention_layouts_agree(device):
+    torch.manual_seed(0)
+    radix, channels = 2, 16
+    sm = SplitAttention(channels, radix, 2, reduction=4, min_inner=8).to(device)
+    cm = SplitAttention(channels, radix, 2, reduction=4, min_inner=8, layout="channel_major").to(device)
+    cm.load_state_dict(sm.state_dict())
+    splits = torch.randn(3, radix, channels, 5, 4, device=device)
+    with fp32(device):
+        for mode in (True, False):
+            sm.train(mode), cm.train(mode)
+            ys = sm(splits.reshape(3, radix * channels, 5, 4))
+            yc = cm(splits.transpose(1, 2).reshape(3, channels * radix, 5, 4))
+            close(yc, ys, FP32_RTOL)
+
+
+# ------------------------------------------------------------------------------------------------- fuse, bf16
+def _small(name: str):
+    torch.manual_seed(0)
+    if name == "menest":
+        model, size = ghostnest.create_model("menest_ghost_s", num_classes=10, stages=TINY_MENEST, num_features=64), 32
+    else:
+        model, size = ghostnest.create_model("ghostmixnet", num_classes=10, **TINY_GMN), 16
+    return calibrate_bn(model, size), size  # BN statistics of image-like data, so the check is not trivial
+
+
+@pytest.mark.parametrize("name", ["menest", "ghostmixnet"])
+def test_fuse_parity(device, name):
+    model, size = _small(name)
+    model = model.to(device)
+    x = torch.randn(4, 3, size, size, device=device)
+    with fp32(device), torch.no_grad():
+        ref = model(x)
+        out = ghostnest.fuse(model)(x)
+    assert ref.std() > 1e-2
+    close(out, ref, FP32_RTOL)
+
+
+@pytest.mark.parametrize("name", ["menest", "ghostmixnet"])
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_bf16_autocast_forward_parity(device, name, fused):
+    dtype, rtol = autocast_dtype(device)
+    if dtype is None:
+        pytest.skip(f"no bf16 autocast on this {device.type} build")
+    model, size = _small(name)
+    model = model.to(device)
+    x = torch.randn(4, 3, size, size, device=device)
+    with fp32(device), torch.no_grad():
+        ref = model(x)
+        fast = ghostnest.fuse(model) if fused else model
+        with torch.autocast(device.type, dtype=dtype):
+            low = fast(x)
+    assert low.dtype == dtype  # the classifier ran under autocast
+    close(low, ref, rtol)
+
+
+# -------------------------------------------------------------------------------------------- training, resume
+def _rows(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """On CUDA, deterministic kernels (cuDNN and atomics-free reductions) so that two runs can agree bit for bit."""
+    if device.type != "cuda":
+        yield
+        return
+    import os
+
+    old_env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(old)
+        if old_env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = old_env
+
+
+def test_train_and_resume_exact(device, tmp_path):
+    """A run stopped after epoch 1 and resumed ends bit-identical to the uninterrupted run (on CUDA: under the
+    recipe's AMP and channels_last, with deterministic kernels)."""
+    cfg = {"recipe": "tiny", "model": "ghostmixnet", "model_kwargs": TINY_GMN,
+           "dataset": "fake:classes=4,size=16,train=64,test=16", "val_fraction": 0.25, "workers": 0, "epochs": 2,
+           "batch_size": 16, "lr": 3e-3, "label_smoothing": 0.1, "threads": 1,
+           "augment": [{"op": "RandomCrop", "size": 16, "padding": 2}], "mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+    full, part = tmp_path / "full", tmp_path / "part"
+    with deterministic(device):
+        res = train(resolve_config(cfg), full, device=str(device), progress=False)
+        stopped = train(resolve_config(cfg), part, device=str(device), progress=False, stop_after=1)
+        assert stopped["stopped_at"] == 1
+        train(None, resume=part, device=str(device), progress=False)
+    assert res["device"].startswith(device.type)
+    assert _rows(full) == _rows(part)
+    wa, _ = ckpt.read_checkpoint(full / "last.safetensors")
+    wb, _ = ckpt.read_checkpoint(part / "last.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

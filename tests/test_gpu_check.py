@@ -1,0 +1,101 @@
+"""benchmarks/gpu_check.py on a machine without a GPU: the one-line exit 2, --list and its budgets, the tiny CPU
+mode writing valid JSON, resumability (a complete step is skipped; a partial one keeps its cells; a spent budget
+leaves the step partial), and render writing the GPU section of docs/benchmarks.md with "missing" markers."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gc():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def dry(gc, tmp_path, *args):
+    return gc.main(["--dry-run", "--results", str(tmp_path / "res"), "--doc", str(tmp_path / "doc.md"), *args])
+
+
+def test_without_cuda_one_line_and_exit_2(gc, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gc.main(["--results", str(tmp_path), "--step", "env"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_list_names_every_step_within_budget(gc, capsys):
+    assert gc.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in gc.STEPS:
+        assert name in out
+    budgets = [b for _, b, _ in gc.STEPS.values()]
+    assert max(budgets) < 9 * 60 and sum(budgets) <= 25 * 60
+
+
+def test_tiny_cpu_steps_write_valid_json_and_complete_steps_are_skipped(gc, tmp_path, capsys):
+    assert dry(gc, tmp_path, "--step", "env", "--step", "pipeline") == 0
+    for step in ("env", "pipeline"):
+        data = json.loads((tmp_path / "res" / f"dryrun-{step}.json").read_text())
+        assert data["complete"] and data["dry_run"] and data["device"] == "cpu"
+        assert not [k for k, c in data["cells"].items() if "error" in c], data["cells"]
+    env = json.loads((tmp_path / "res" / "dryrun-env.json").read_text())
+    assert env["cells"]["versions"]["torch"] == torch.__version__
+    pipe = json.loads((tmp_path / "res" / "dryrun-pipeline.json").read_text())
+    assert all(c["images_per_s"] > 0 for c in pipe["cells"].values())
+    capsys.readouterr()
+    before = (tmp_path / "res" / "dryrun-env.json").read_text()
+    assert dry(gc, tmp_path, "--step", "env") == 0  # complete: skipped, file untouched
+    assert "skipped" in capsys.readouterr().out
+    assert (tmp_path / "res" / "dryrun-env.json").read_text() == before
+    assert dry(gc, tmp_path, "--step", "env", "--force") == 0  # --force measures again
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_partial_step_keeps_its_cells_and_a_spent_budget_stays_partial(gc, tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "dryrun-env.json").write_text(json.dumps(
+        {"step": "env", "complete": False, "cells": {"environment": {"sentinel": 1}}}))
+    assert dry(gc, tmp_path, "--step", "env") == 0
+    data = json.loads((res / "dryrun-env.json").read_text())
+    assert data["complete"] and data["cells"]["environment"] == {"sentinel": 1} and "versions" in data["cells"]
+    ctx = gc.Ctx("cpu", True, tmp_path / "other", tmp_path / "doc.md", force=False)
+    rec = gc.Record(ctx, "env", budget_s=-1)  # spent before it starts
+    gc.step_env(ctx, rec)
+    out = rec.finish()
+    assert not out["complete"] and all("not_run" in c for c in out["cells"].values())
+
+
+def test_render_writes_the_marked_section_with_missing_figures(gc, tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Benchmarks\n\nCPU tables stay.\n")
+    args = ["--step", "render", "--results", str(tmp_path / "none"), "--doc", str(doc)]
+    assert gc.main(args) == 0  # no CUDA needed, no results at all
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nCPU tables stay.\n")
+    assert text.count(gc.BEGIN) == 1 and text.count(gc.END) == 1
+    assert "GPU figures: not yet measured" in text and "missing" in text
+    for step in gc.STEPS:
+        if step != "render":
+            assert f"`{step}`" in text
+    assert "missing" in capsys.readouterr().out
+    # a second render replaces the section in place, with what is there now
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "cuda-env.json").write_text(json.dumps(
+        {"step": "env", "complete": True, "elapsed_s": 1,
+         "cells": {"versions": {"gpu": "NVIDIA H100 80GB HBM3", "torch": "x", "cuda": "13.0"}}}))
+    doc.write_text(doc.read_text() + "\nAfter the section.\n")
+    assert gc.main(args) == 0
+    text = doc.read_text()
+    assert text.count(gc.BEGIN) == 1 and "NVIDIA H100 80GB HBM3" in text and text.endswith("After the section.\n")
+    assert "- `env`:" not in text and "- `speed`:" in text  # env is measured now, speed still missing
