@@ -42,6 +42,9 @@ def test_train_writes_the_run_directory_contract(run):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"] == "ghostmixnet" and cfg["num_classes"] == 4 and cfg["recipe"] == "quickstart"
     assert cfg["dataset"] == "fake:classes=4,size=16,train=64,test=24"
+    # the model's full configuration: the recipe's overrides on top of the published defaults (dropout 0.2)
+    assert cfg["model_options"]["widths"] == [8, 16, 16] and cfg["model_options"]["depths"] == [1, 1, 1]
+    assert cfg["model_options"]["drop_rate"] == 0.2 and cfg["model_options"]["num_classes"] == 4
     lines = (run / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,lr,train_loss,val_loss,val_top1,val_top5,seconds" and len(lines) == 3
     res = json.loads((run / "results.json").read_text())
@@ -188,3 +191,33 @@ def test_menest_recipe_on_a_cifar100_fixture(tmp_path):
     assert meta["input_size"] == 48 and meta["num_classes"] == 100 and meta["dataset"] == "cifar100_128"
     res = json.loads((out / "results.json").read_text())
     assert res["image_size"] == 48 and not res["val_is_test"]
+
+
+@pytest.mark.parametrize("recipe, extra, num_classes, drop_rate", [
+    ("ghostmixnet-cifar10", [], 10, 0.2),                                       # the published head's dropout
+    ("ghostmixnet-cifar10", ["--set", "model_kwargs.drop_rate=0.1"], 10, 0.1),
+    ("menest-cifar100", ["--set", "model=menest_ghost_m"], 100, 0.3),           # the size's own default
+    ("menest-cifar100", ["--set", "model=efficientnetv2_s"], 100, 0.0),         # timm's: as timm keeps it
+])
+def test_recipes_show_prints_the_resolved_model_options(recipe, extra, num_classes, drop_rate, capsys):
+    assert main(["recipes", "show", recipe, *extra, "--json"]) == 0
+    options = json.loads(capsys.readouterr().out)["model_options"]
+    assert options["num_classes"] == num_classes and options["drop_rate"] == drop_rate
+
+
+def test_resume_reads_a_config_with_model_options(run, tmp_path):
+    """config.yaml's model_options are derived: a run that has them (and one written before them) resumes."""
+    import shutil
+
+    import yaml
+
+    for keep in (True, False):
+        copy = tmp_path / f"copy{keep}"
+        shutil.copytree(run, copy)
+        (copy / "results.json").unlink()
+        cfg = yaml.safe_load((copy / "config.yaml").read_text())
+        if not keep:
+            cfg.pop("model_options")
+        (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert main(["train", "--resume", str(copy), "--set", "epochs=3", "--device", "cpu", "--quiet"]) == 0
+        assert len((copy / "metrics.csv").read_text().splitlines()) == 4

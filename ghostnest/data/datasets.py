@@ -83,6 +83,14 @@ def dataset_size(name: str) -> int:
     return 32
 
 
+def dataset_classes(name: str) -> int | None:
+    """Class count of a data set without loading it (``None`` for an image folder: its sub-folders decide)."""
+    kind, opts = _parse(name)
+    if kind == "fake":
+        return opts.get("classes", 10)
+    return {"cifar10": 10, "cifar100": 100, "cifar100_128": 100, "digits": 10}.get(kind)
+
+
 def check_dataset_name(name: str) -> None:
     _parse(name)
 

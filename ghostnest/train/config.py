@@ -247,3 +247,37 @@ def config_to_dict(cfg: TrainConfig) -> dict:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas)
     return d
+
+
+# Keys of config.yaml that are derived from the configuration, not part of it (read back, they are ignored).
+DERIVED_KEYS = ("model_options",)
+
+
+def model_options(model) -> dict:
+    """The full constructor configuration of a built model, as plain data (what config.yaml and ``recipes show``
+    print under ``model_options``): a ghostnest model's config dataclass (stage table, widths, SE, dropout, ...)
+    with its class count; for timm's models, the options timm keeps on the model (``drop_rate``)."""
+    import json
+
+    options = dataclasses.asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else {
+        key: getattr(model, key) for key in ("drop_rate",) if hasattr(model, key)}
+    return json.loads(json.dumps({"num_classes": getattr(model, "num_classes", None), **options}))
+
+
+def recipe_model_options(cfg: TrainConfig) -> dict:
+    """:func:`model_options` of ``cfg``'s model, built on the ``meta`` device (no memory, no weights)."""
+    import torch
+
+    from ..registry import create_model
+
+    from ..data.datasets import dataset_classes
+
+    num_classes = cfg.num_classes or dataset_classes(cfg.dataset)
+    kwargs = dict(cfg.model_kwargs, **({"num_classes": num_classes} if num_classes else {}))
+    try:
+        with torch.device("meta"):
+            model = create_model(cfg.model, **kwargs)
+    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
+        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
+                         "the --set model_kwargs.* options") from None
+    return model_options(model)

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..fileio import atomic_write_text
-from .config import TrainConfig, config_from_dict
+from .config import DERIVED_KEYS, TrainConfig, config_from_dict
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -38,7 +38,8 @@ def open_run(cfg: TrainConfig | None, out, resume, resume_epochs: int | None,
     if not (run / "config.yaml").is_file() or not (run / "last.state.pt").is_file():
         raise FileNotFoundError(f"{run} is not a resumable run: it needs config.yaml, last.safetensors and "
                                 "last.state.pt (written after the first finished epoch)")
-    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = config_from_dict({k: v for k, v in saved.items() if k not in DERIVED_KEYS})
     if resume_epochs is not None:
         cfg.epochs = resume_epochs
     if (run / "results.json").is_file() and resume_epochs is None:

@@ -17,7 +17,7 @@ from ..data import build_train_pipeline, default_data_dir, load_dataset
 from ..layers.fused import use_fast_mish
 from ..registry import create_model
 from ..stats import count_params
-from .config import TrainConfig, config_to_dict, parse_overrides, resolve_config
+from .config import TrainConfig, config_to_dict, model_options, parse_overrides, resolve_config
 from .distributed import Dist, peer_failure, setup
 from .engine import RunContext, fit
 from .metrics import write_metrics
@@ -100,7 +100,7 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
         run.mkdir(parents=True, exist_ok=True)
     if dist.main:
         write_config(run, {**config_to_dict(cfg), "num_classes": data.num_classes, "image_size": pipe.image_size,
-                           "data_dir": str(data_dir)})
+                           "data_dir": str(data_dir), "model_options": model_options(model)})
     step_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if dist.enabled else model
     step_model = torch.compile(step_model) if cfg.compile else step_model
     ctx = RunContext(cfg, run, dist, stop, data, pipe, model, step_model, opt, sched, scaler, autocast, meta,
