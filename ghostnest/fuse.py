@@ -1,21 +1,26 @@
-"""Inference fusion (issue 7, "speed"): :func:`fuse` returns an eval-only copy of a model with every BatchNorm that
+"""Inference fusion: :func:`fuse` returns an eval-only copy of a model with every BatchNorm that
 directly follows a convolution folded into it, every MixConv merged into as few convolutions as measured fastest,
 and Mish computed by one compiled kernel. Outputs equal the unfused model's in eval mode within float32 rounding
 (tests/test_fuse.py compares them at 1e-4 on calibrated networks).
 
-What is folded, and where (each pair is a convolution whose output feeds the BN and nothing else):
+Which pairs are folded is said by the modules themselves (each pair is a convolution whose output feeds the BN and
+nothing else): every block of ours that holds a BN has a ``fuse_pairs()`` method returning ``(conv_name, bn_name)``
+child pairs, like timm's ``fuse()``/``reparameterize()`` convention; a BN deliberately left is named in the block's
+``fuse_keeps``. :func:`undeclared_batchnorms` lists any BN that neither names, so a renamed BN cannot silently stop
+being folded (tests/test_fuse.py checks it on every model family).
 
 - ``nn.Sequential``: any convolution directly followed by a BN (ME-NeSt-Ghost's stem and head, the Ghost modules'
-  primary and cheap operations, seed 000 section 3.2.1; shortcut projections).
-- ME-NeSt-Ghost blocks (seed 000, sections 3.1 and 3.2): the MixConv and the BN after it; the Split-Attention's
-  first 1x1 convolution and its BN (section 3.1.2).
-- GhostMixNet blocks (seed 004): a plain convolution and its BN (the "ResNet" ablation rows); a linear Ghost
+  primary and cheap operations, ME-NeSt-Ghost, section 3.2.1; shortcut projections).
+- ME-NeSt-Ghost blocks (ME-NeSt-Ghost, sections 3.1 and 3.2): the MixConv and the BN after it; the
+  Split-Attention's first 1x1 convolution and its BN (section 3.1.2).
+- GhostMixNet blocks (*GhostMixNet*, "Residual Layers"): a plain convolution and its BN (the "ResNet" ablation
+  rows); a linear Ghost
   module and the block BN after it, folded into both of its parts (:class:`~ghostnest.layers.fused.FusedGhostModule`).
   The BN after the *activated* Ghost module (``conv1 -> bn1``) follows a ReLU and stays.
-- timm's EfficientNet-V2 (the baselines): stem, head and every block's convolution/``BatchNormAct2d`` pair; the
-  BN is replaced by its activation. So both sides of a comparison get the same treatment.
+- timm's EfficientNet-V2 (the baselines), through one adapter on timm's public structure (a ``Conv2d`` child
+  followed by a ``BatchNormAct2d`` child): stem, head and every block's pair; the BN is replaced by its activation. So both sides of a comparison get the same treatment.
 
-A MixConv (seed 000, section 3.1.1) with BN folded becomes one depthwise ``nn.Conv2d`` with zero-padded kernels
+A MixConv (ME-NeSt-Ghost, section 3.1.1) with BN folded becomes one depthwise ``nn.Conv2d`` with zero-padded kernels
 where its implementation resolves to ``"single"`` (channel multiplier 1 by default), and otherwise stays a
 :class:`~ghostnest.layers.MixConv2d` pinned to its implementation with the BN folded into each group's bias.
 """
@@ -31,7 +36,7 @@ from .layers.fused import FusedGhostModule, use_fast_mish
 from .layers.ghost import GhostModule
 from .layers.mixconv import MixConv2d
 
-__all__ = ["fuse", "fold_bn_into_conv"]
+__all__ = ["fuse", "fold_bn_into_conv", "undeclared_batchnorms"]
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,33 +132,45 @@ def _fold_ghost(ghost: GhostModule, scale: torch.Tensor, shift: torch.Tensor) ->
     return FusedGhostModule(primary, cheap, scale[:init].to(dtype), shift[:init].to(dtype), ghost.out_channels)
 
 
-def _named_pairs(module: nn.Module) -> list[tuple[str, str]]:
-    """(convolution, BN) child names whose data flow is conv -> BN directly, for the block types we know."""
-    from .models.ghostmixnet import GhostBlock
-    from .models.menest import MSBlock, MSGhostBlock
-    from .layers.attention import SplitAttention
+def _timm_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """The one adapter for timm's EfficientNet family, from its public structure: every ``nn.Conv2d`` child directly
+    followed, in child order, by a ``timm.layers.BatchNormAct2d`` child. In timm's ``EfficientNet``, ``ConvBnAct``,
+    ``DepthwiseSeparableConv``, ``InvertedResidual`` and ``EdgeResidual`` child order is forward order for these
+    pairs (tests/test_fuse.py checks the fused outputs)."""
+    from timm.layers import BatchNormAct2d
 
+    children = list(module._modules.items())
+    return [(a, b) for (a, conv), (b, bn) in zip(children[:-1], children[1:])
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, BatchNormAct2d)]
+
+
+def _named_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(convolution, BN) child names of ``module`` whose data flow is conv -> BN directly.
+
+    Our blocks declare them (``fuse_pairs()``); an ``nn.Sequential`` pairs each child with the next; timm's blocks
+    go through :func:`_timm_pairs`."""
+    declared = getattr(module, "fuse_pairs", None)
+    if callable(declared):
+        return list(declared())
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         return list(zip(names[:-1], names[1:]))
-    if isinstance(module, MSBlock):
-        return [("mixconv", "bn1")]
-    if isinstance(module, MSGhostBlock):
-        return [("mixconv", "bn")]
-    if isinstance(module, SplitAttention):
-        return [("fc1", "bn1")]
-    if isinstance(module, GhostBlock):
-        return [("conv1", "bn1"), ("conv2", "bn2")]
-    name = type(module).__name__
-    if type(module).__module__.startswith("timm."):  # timm's EfficientNet family (forward order checked in tests)
-        return {
-            "EfficientNet": [("conv_stem", "bn1"), ("conv_head", "bn2")],
-            "ConvBnAct": [("conv", "bn1")],
-            "DepthwiseSeparableConv": [("conv_dw", "bn1"), ("conv_pw", "bn2")],
-            "InvertedResidual": [("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")],
-            "EdgeResidual": [("conv_exp", "bn1"), ("conv_pwl", "bn2")],
-        }.get(name, [])
+    if type(module).__module__.startswith("timm."):
+        return _timm_pairs(module)
     return []
+
+
+def undeclared_batchnorms(model: nn.Module) -> list[str]:
+    """Names of modules in ``model`` holding a BatchNorm child that no (conv, BN) pair names: BNs fuse never folds.
+
+    Our blocks must list every conv -> BN pair in ``fuse_pairs()``; a BN that follows something else (e.g. an
+    activation) is listed in the block's ``fuse_keeps`` instead, so that a renamed or new BN shows up here."""
+    found = []
+    for name, module in model.named_modules():
+        paired = {bn for _, bn in _named_pairs(module)} | set(getattr(module, "fuse_keeps", ()))
+        if any(isinstance(c, nn.BatchNorm2d) and n not in paired for n, c in module.named_children()):
+            found.append(name)
+    return found
 
 
 def _fuse_tree(module: nn.Module) -> None:
@@ -202,5 +219,4 @@ def fuse(model: nn.Module, fast_mish: bool = True) -> nn.Module:
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     fused.train = types.MethodType(_eval_only_train, fused)
-    fused.is_fused = True
     return fused

@@ -4,6 +4,9 @@
 registered with ``timm.models.register_model``, so after ``import ghostnest`` the call
 ``timm.create_model("ghostmixnet", num_classes=10)`` works. The EfficientNet-V2 baselines are timm's own models,
 listed here so that they sit beside ours in every table; they are built by timm, never re-implemented.
+
+This module is a leaf: it imports no model module. The model families register themselves when imported, and
+``import ghostnest`` imports them all (``ghostnest/__init__.py``), so every name is listed once the package is.
 """
 from __future__ import annotations
 
@@ -77,7 +80,6 @@ def unknown_model_error(name: str) -> ValueError:
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``; ``ValueError`` naming the nearest known names if there is none."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -86,7 +88,6 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Names of all registered models matching a shell-style ``pattern`` (and ``family``), in registration order."""
-    _ensure_loaded()
     return [
         n for n, info in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
     ]
@@ -95,7 +96,3 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments)."""
     return model_info(name).builder(pretrained=pretrained, **kwargs)
-
-
-def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (importing registers every model family)

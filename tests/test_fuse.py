@@ -1,4 +1,4 @@
-"""ghostnest.fuse (issue 7): the fused eval-only copy equals the unfused model in eval mode (fp32, 1e-4).
+"""ghostnest.fuse: the fused eval-only copy equals the unfused model in eval mode (fp32, 1e-4).
 
 BN statistics are calibrated first (tests/helpers.py) and every reference output must have a real spread, so a
 comparison cannot pass because the signal vanished.
@@ -149,3 +149,30 @@ def test_cli_bench_infer_is_fused_by_default_and_no_fuse_turns_it_off(capsys):
     assert json.loads(capsys.readouterr().out)[0]["fused"] is False
     assert main(common + ["--mode", "train", "--batch", "2"]) == 0  # training is never fused
     assert json.loads(capsys.readouterr().out)[0]["fused"] is False
+
+
+@pytest.mark.parametrize("name", ["menest_ghost_s", "ghostmixnet", "ghostmixnet_resnet", "efficientnetv2_s"])
+def test_every_batchnorm_is_declared_to_fuse(name):
+    """Each block names its conv -> BN pairs (``fuse_pairs``) or the BNs it keeps (``fuse_keeps``)."""
+    from ghostnest.fuse import undeclared_batchnorms
+
+    with torch.device("meta"):
+        model = ghostnest.create_model(name)
+    assert undeclared_batchnorms(model) == []
+
+
+def test_undeclared_batchnorm_is_detected():
+    from ghostnest.fuse import undeclared_batchnorms
+
+    class Block(nn.Module):  # holds a BN but declares no pair
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.norm = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Block())
+    assert undeclared_batchnorms(model) == ["1"]
+    assert len(_bns(ghostnest.fuse(model, fast_mish=False))) == 1

@@ -1,4 +1,4 @@
-"""GhostMixNet (seed 004) and its ablation baselines: exact published count, shapes, gradients, options."""
+"""GhostMixNet (the *GhostMixNet* paper) and its ablation baselines: exact published count, shapes, gradients, options."""
 import pytest
 import torch
 from safetensors.torch import load, save
@@ -9,7 +9,7 @@ from ghostnest.stats import count_params
 
 
 def test_published_parameter_count():
-    # facts.md: GhostMixNet(num_classes=10) of the published code has 3,041,466 parameters
+    # docs/reference.md: GhostMixNet(num_classes=10) of the published code has 3,041,466 parameters
     assert count_params(ghostnest.create_model("ghostmixnet", num_classes=10)) == 3_041_466
 
 

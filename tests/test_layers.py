@@ -22,7 +22,7 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-# --- MixConv (seed 000, 3.1.1) ---------------------------------------------------------------------------------
+# --- MixConv (ME-NeSt-Ghost, section 3.1.1) ---------------------------------------------------------------------------------
 
 
 def test_split_channels_paper_examples():
@@ -90,7 +90,7 @@ def test_mixconv_errors(kwargs, match):
         MixConv2d(**kwargs)
 
 
-# --- GhostModule (GhostNet; seed 000 3.2.1 / Figure 6; seed 004) ---------------------------------------------------
+# --- GhostModule (GhostNet; ME-NeSt-Ghost, section 3.2.1 / Figure 6; *GhostMixNet*) ---------------------------------------------------
 
 
 @pytest.mark.parametrize("out", [16, 17, 5])

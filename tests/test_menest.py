@@ -1,4 +1,4 @@
-"""ME-NeSt-Ghost (seed 000): forward/backward, parameter counts, odd shapes, options, timm registration.
+"""ME-NeSt-Ghost (the ME-NeSt-Ghost paper): forward/backward, parameter counts, odd shapes, options, timm registration.
 
 Big models are only built on the ``meta`` device; real passes use ME-NeSt-Ghost-S (batch 2) or tiny configs.
 """

@@ -92,3 +92,29 @@ def test_python_dash_m_entry_point():
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["params"] == 3_041_466
+
+
+def test_import_ghostnest_loads_no_training_bench_report_or_export_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ghostnest\n"
+        "heavy = ('ghostnest.train', 'ghostnest.bench', 'ghostnest.report', 'ghostnest.export')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+        "assert callable(ghostnest.fuse) and callable(ghostnest.load_checkpoint)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_registry_imports_no_model_module():
+    import ast
+    from pathlib import Path
+
+    import ghostnest.registry
+
+    tree = ast.parse(Path(ghostnest.registry.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "models" in m.split(".") or m.startswith(".")], imported

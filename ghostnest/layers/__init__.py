@@ -1,6 +1,6 @@
 """Reusable layers: the building blocks the two papers introduce or combine."""
 from .activations import ACTIVATIONS, get_act
-from .attention import ChannelShuffle, SplitAttention, SqueezeExcite, make_divisible
+from .attention import ChannelShuffle, SplitAttention, SqueezeExcite
 from .ghost import GhostModule
 from .mixconv import MixConv2d, split_channels
 
@@ -12,6 +12,5 @@ __all__ = [
     "SplitAttention",
     "SqueezeExcite",
     "get_act",
-    "make_divisible",
     "split_channels",
 ]

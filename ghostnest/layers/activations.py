@@ -1,7 +1,7 @@
 """Activation factory: one place that turns a name into an ``nn.Module``.
 
-ME-NeSt-Ghost uses Mish throughout (seed 000, section 5.1); EfficientNet-V2 uses SiLU; GhostMixNet uses ReLU
-(seed 004, "Residual Layers").
+ME-NeSt-Ghost uses Mish throughout (ME-NeSt-Ghost, section 5.1); EfficientNet-V2 uses SiLU; GhostMixNet uses ReLU
+(*GhostMixNet*, "Residual Layers").
 """
 from __future__ import annotations
 

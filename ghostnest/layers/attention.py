@@ -9,17 +9,10 @@ from torchvision.ops import SqueezeExcitation
 from .activations import get_act
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` without going more than 10% below it."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
-
-
 class SqueezeExcite(SqueezeExcitation):
     """Squeeze-Excitation (Hu et al.): global average pool, 1x1 conv down, activation, 1x1 conv up, sigmoid gate.
 
-    Seed 000, section 3.2.2 and seed 004, "Squeeze and Excitation Block" (which uses
+    ME-NeSt-Ghost, section 3.2.2, and *GhostMixNet*, "Squeeze and Excitation Block" (which uses
     ``torchvision.ops.SqueezeExcitation``; this class *is* that module, with a friendlier constructor).
 
     Give either ``squeeze_channels`` explicitly or ``reduction`` (squeeze = ``channels // reduction``, at least 1).
@@ -47,7 +40,7 @@ class SqueezeExcite(SqueezeExcitation):
 class SplitAttention(nn.Module):
     """Split-Attention over ``radix`` splits within ``cardinality`` groups (ResNeSt, Zhang et al. 2020).
 
-    Seed 000, section 3.1.2 and Figure 3: "input featuremap is first divided into r=2 groups ... A global pooling
+    ME-NeSt-Ghost, section 3.1.2 and Figure 3: "input featuremap is first divided into r=2 groups ... A global pooling
     layer then aggregates over the spatial dimensions ... 2 1x1 convolutions with number of groups = cardinality
     are added after the pooling layer to predict the attention weights for each split." With radix 2 and
     cardinality 1 this is an SK-unit; with radix 1 it degenerates to SE-like sigmoid gating.
@@ -55,7 +48,7 @@ class SplitAttention(nn.Module):
     Input: ``(N, radix * channels, H, W)``, the ``radix`` splits stacked along channels: ``layout="split_major"``
     (ResNeSt's order, split ``r`` of channel ``c`` at ``r * channels + c``) or ``layout="channel_major"`` (at
     ``c * radix + r``: the order in which a depthwise convolution with channel multiplier ``radix`` emits its
-    outputs, which MSBlock feeds in directly, so no transposing copy of the largest tensor is needed; issue 7).
+    outputs, which MSBlock feeds in directly, so no transposing copy of the largest tensor is needed).
     Both layouts give the same output for the same weights.
     Output: ``(N, channels, H, W)``, the attention-weighted sum of the splits.
 
@@ -96,6 +89,10 @@ class SplitAttention(nn.Module):
         self.act1 = get_act(act)
         self.fc2 = nn.Conv2d(inner, channels * radix, 1, groups=cardinality)
 
+    def fuse_pairs(self) -> list[tuple[str, str]]:
+        """(conv, BN) children that :func:`ghostnest.fuse` folds."""
+        return [("fc1", "bn1")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         if c != self.channels * self.radix:
@@ -122,7 +119,7 @@ class SplitAttention(nn.Module):
 
 
 class ChannelShuffle(nn.Module):
-    """Channel shuffle (ShuffleNet, Zhang et al. 2017), applied after the skip connection in seed 000 (Figures 1, 4).
+    """Channel shuffle (ShuffleNet, Zhang et al. 2017), applied after the skip connection in ME-NeSt-Ghost (Figures 1, 4).
 
     Validates ``groups`` against ``channels`` at construction; the shuffle itself is a view/transpose, which
     autograd, ``torch.compile`` and ONNX export all handle.

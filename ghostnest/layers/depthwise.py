@@ -1,6 +1,6 @@
-"""Depthwise convolution with a faster backward on CPU (issue 7, "speed"): MixConv's large kernels in training.
+"""Depthwise convolution with a faster backward on CPU: MixConv's large kernels in training.
 
-The MixConv of seed 000 (section 3.1.1) runs 5x5, 7x7 and 9x9 depthwise kernels on every feature map, down to the
+The MixConv of ME-NeSt-Ghost (section 3.1.1) runs 5x5, 7x7 and 9x9 depthwise kernels on every feature map, down to the
 8 x 8 and 4 x 4 maps of the last stages. oneDNN's depthwise *weight gradient* is its slow case on this project's
 CPU: for 240 channels of 8 x 8 with a 9 x 9 kernel it took 18 ms where the forward pass took 0.7 ms
 (docs/benchmarks.md, "Speed"). :func:`depthwise_conv2d` keeps oneDNN's forward and computes the backward as

@@ -1,7 +1,7 @@
 """Ghost module (GhostNet, Han et al. 2020) and its Mix-GhostConv variant.
 
-Seed 004 ("GhostNet", Figure 3) uses it with a 3x3 primary convolution inside GhostMixNet's residual blocks;
-seed 000 (section 3.2.1, Figure 6) replaces the cheap depthwise convolution by a MixConv ("Mix-GhostConv").
+*GhostMixNet* ("GhostNet", Figure 3) uses it with a 3x3 primary convolution inside GhostMixNet's residual blocks;
+ME-NeSt-Ghost (section 3.2.1, Figure 6) replaces the cheap depthwise convolution by a MixConv ("Mix-GhostConv").
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .mixconv import MixConv2d
 class GhostModule(nn.Module):
     """Primary convolution to ``ceil(out / ratio)`` intrinsic maps, cheap operation to the rest, concatenated.
 
-    Seed 000, section 3.2.1: "First a convolution operation is carried out ... and a featuremap of HxWxC/2 is
+    ME-NeSt-Ghost, section 3.2.1: "First a convolution operation is carried out ... and a featuremap of HxWxC/2 is
     generated, on this featuremap a cheap depthwise convolutional operation ... is applied to generate another
     HxWxC/2 featuremap, finally these two featuremaps are then concatenated". The output is trimmed to
     ``out_channels`` when ``ratio`` does not divide it.
@@ -28,7 +28,7 @@ class GhostModule(nn.Module):
         kernel_size: primary convolution kernel (1 in GhostNet and ME-NeSt-Ghost, 3 in GhostMixNet).
         ratio: output / intrinsic channels; must be at least 2 (ratio 1 would be a plain convolution).
         cheap_kernel: an int gives a depthwise ``cheap_kernel`` x ``cheap_kernel`` convolution (GhostNet);
-            a sequence gives a :class:`MixConv2d` with those kernel sizes (Mix-GhostConv, seed 000 Figure 6).
+            a sequence gives a :class:`MixConv2d` with those kernel sizes (Mix-GhostConv, ME-NeSt-Ghost, Figure 6).
         stride: stride of the primary convolution.
         act: activation after each part (``None`` for a linear module, as in a projecting Ghost module).
         bn: batch-normalise each part.

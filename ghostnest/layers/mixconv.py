@@ -1,4 +1,4 @@
-"""Mixed depthwise convolution (MixConv), seed 000 section 3.1.1 and Figure 2 (Tan & Le, 2019b)."""
+"""Mixed depthwise convolution (MixConv), ME-NeSt-Ghost, section 3.1.1 and Figure 2 (Tan & Le, 2019b)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,9 +9,9 @@ from torch import nn
 
 from .depthwise import depthwise_conv2d
 
-# How MixConv2d runs its groups (issue 7, "speed"); every choice gives the same output (tests/test_speed_paths.py).
+# How MixConv2d runs its groups; every choice gives the same output (tests/test_speed_paths.py).
 #   "split":  one depthwise convolution per kernel group on a channel slice, outputs concatenated (the plain
-#             reading of seed 000, Figure 2).
+#             reading of ME-NeSt-Ghost, Figure 2).
 #   "single": all groups in ONE depthwise convolution whose smaller kernels are zero-padded to the largest
 #             (centred, so "same" padding and any stride give identical outputs); no split, no concatenation.
 #   "repeat": for a channel multiplier m > 1, the input channels are repeated m times first, so every group is a
@@ -45,7 +45,7 @@ def set_default_mixconv_impl(impl: str) -> str:
 
 
 def split_channels(channels: int, num_groups: int, partition: str = "equal") -> list[int]:
-    """Split ``channels`` into ``num_groups`` groups (seed 000, 3.1.1).
+    """Split ``channels`` into ``num_groups`` groups (ME-NeSt-Ghost, section 3.1.1).
 
     ``"equal"``: every group gets the same count, the remainder goes to the first group (32 over 4 -> 8,8,8,8).
     ``"exponential"``: the i-th group gets a 2^-(i+1) share, the last group the rest (32 over 4 -> 16,8,4,4).
@@ -76,7 +76,7 @@ def split_channels(channels: int, num_groups: int, partition: str = "equal") -> 
 class MixConv2d(nn.Module):
     """Mixed depthwise convolution: channel groups convolved with different kernel sizes, then concatenated.
 
-    Implements seed 000, section 3.1.1 ("Mixed-Depthwise Convolutions") and Figure 2. Each group is a depthwise
+    Implements ME-NeSt-Ghost, section 3.1.1 ("Mixed-Depthwise Convolutions") and Figure 2. Each group is a depthwise
     convolution (``groups == group channels``) with "same" padding, so every group has the same output size for
     any stride and any (odd or even) input size.
 

@@ -1,4 +1,4 @@
-"""EfficientNet-V2 S/M/L/XL baselines (seed 000, Table 5), built by timm and listed beside our models.
+"""EfficientNet-V2 S/M/L/XL baselines (ME-NeSt-Ghost, Table 5), built by timm and listed beside our models.
 
 These are timm's ``efficientnetv2_{s,m,l,xl}`` as they are (SiLU, Fused-MBConv and MBConv blocks); at 100 classes
 they have 20.31M / 52.99M / 117.36M / 206.97M parameters, matching the paper's 20M / 53M / 117M / 207M. The

@@ -1,8 +1,8 @@
-"""GhostMixNet (seed 004) and its ablation baselines, from one configurable network.
+"""GhostMixNet (the *GhostMixNet* paper) and its ablation baselines, from one configurable network.
 
-Seed 004, "Methodology" and "Residual Layers", Figure 1: a 3-stage ResNet whose residual blocks are
+*GhostMixNet*, "Methodology" and "Residual Layers", Figure 1: a 3-stage ResNet whose residual blocks are
 GhostModule -> BN -> ReLU -> GhostModule -> BN -> Squeeze-Excitation -> + shortcut -> ReLU. The published code's
-details (facts.md) are reproduced exactly: a 3x3 *primary* convolution in every Ghost module, each module's own
+details (docs/reference.md) are reproduced exactly: a 3x3 *primary* convolution in every Ghost module, each module's own
 BN before the block's BN, SE squeezing to ``out // 16``, a 2x2 average pool before a 1024-wide dropout + linear
 head. ``ghostmixnet`` has exactly 3,041,466 parameters at 10 classes.
 
@@ -25,7 +25,7 @@ from ._base import PooledClassifier, build_model
 
 @dataclass(frozen=True)
 class GhostMixNetConfig:
-    """The architecture table of GhostMixNet (seed 004, Figure 1): one row per stage."""
+    """The architecture table of GhostMixNet (*GhostMixNet*, Figure 1): one row per stage."""
 
     depths: tuple[int, ...] = (4, 4, 4)  # residual blocks per stage
     widths: tuple[int, ...] = (64, 128, 256)  # output channels per stage
@@ -43,7 +43,7 @@ class GhostMixNetConfig:
 
 
 class GhostBlock(nn.Module):
-    """Residual block of GhostMixNet (seed 004, "Residual Layers"; published GhostBlock).
+    """Residual block of GhostMixNet (*GhostMixNet*, "Residual Layers"; published GhostBlock).
 
     ``conv1 -> BN -> act -> conv2 -> BN -> SE -> + shortcut -> act``, where ``conv1``/``conv2`` are
     :class:`GhostModule` s (``conv1`` with its own activation, ``conv2`` linear) or, with ``ghost=False``, plain
@@ -72,6 +72,15 @@ class GhostBlock(nn.Module):
             self.shortcut = nn.Identity()
         self.act2 = get_act(cfg.act)
 
+    def fuse_pairs(self) -> list[tuple[str, str]]:
+        """(conv, BN) children that :func:`ghostnest.fuse` folds. ``bn1`` after an activated Ghost module follows its
+        ReLU, not a convolution, and stays (:attr:`fuse_keeps`)."""
+        return [("conv2", "bn2")] if self.fuse_keeps else [("conv1", "bn1"), ("conv2", "bn2")]
+
+    @property
+    def fuse_keeps(self) -> tuple[str, ...]:
+        return ("bn1",) if isinstance(self.conv1, GhostModule) else ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
@@ -79,7 +88,7 @@ class GhostBlock(nn.Module):
 
 
 class GhostMixNet(PooledClassifier):
-    """GhostMixNet (seed 004, Figure 1): stem, three stages of :class:`GhostBlock`, pooled dropout-linear head.
+    """GhostMixNet (*GhostMixNet*, Figure 1): stem, three stages of :class:`GhostBlock`, pooled dropout-linear head.
 
     Accepts any input of at least 8 x 8 pixels per pooled cell (32 x 32 for the default 2x2 pool and strides) and
     any class count. The head pools adaptively to ``pool_size`` x ``pool_size``, which at 32 x 32 input equals the
@@ -140,17 +149,17 @@ def _build(overrides: dict, pretrained: bool, kwargs: dict) -> GhostMixNet:
 
 @register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=3.0)
 def ghostmixnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
-    """GhostMixNet as published (seed 004): Ghost modules + SE, [4, 4, 4] blocks of 64/128/256 channels."""
+    """GhostMixNet as published (*GhostMixNet*, Figure 1): Ghost modules + SE, [4, 4, 4] blocks of 64/128/256 channels."""
     return _build({}, pretrained, kwargs)
 
 
 @register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.6)
 def ghostmixnet_resnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
-    """Ablation row "ResNet" (seed 004 results table): plain 3x3 residual blocks, no SE, [4, 4, 3] blocks."""
+    """Ablation row "ResNet" (*GhostMixNet* results table): plain 3x3 residual blocks, no SE, [4, 4, 3] blocks."""
     return _build(dict(ghost=False, se=False, depths=(4, 4, 3)), pretrained, kwargs)
 
 
 @register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.9)
 def ghostmixnet_resnet_se(pretrained: bool = False, **kwargs) -> GhostMixNet:
-    """Ablation row "ResNet+SE" (seed 004 results table): plain 3x3 residual blocks with SE, [4, 4, 3] blocks."""
+    """Ablation row "ResNet+SE" (*GhostMixNet* results table): plain 3x3 residual blocks with SE, [4, 4, 3] blocks."""
     return _build(dict(ghost=False, se=True, depths=(4, 4, 3)), pretrained, kwargs)

@@ -1,6 +1,6 @@
-"""ME-NeSt-Ghost S/M/L/XL (seed 000): EfficientNet-V2 with MixConv, Split-Attention and Mix-GhostConv blocks.
+"""ME-NeSt-Ghost S/M/L/XL: EfficientNet-V2 with MixConv, Split-Attention and Mix-GhostConv blocks.
 
-Seed 000, section 3 and Tables 1-4: the network is EfficientNet-V2 S/M/L/XL layer for layer (same depths, widths
+ME-NeSt-Ghost, section 3 and Tables 1-4: the network is EfficientNet-V2 S/M/L/XL layer for layer (same depths, widths
 and strides), with every Fused-MBConv block replaced by a :class:`MSBlock` (MixConv-Split-Attention, section 3.1,
 Figure 1) and every MBConv block by a :class:`MSGhostBlock` (MixConv-SE-Ghost, section 3.2, Figure 4). Mish is
 the activation throughout (section 5.1); a channel shuffle follows every skip connection (Figures 1 and 4).
@@ -28,7 +28,7 @@ MS = "ms"  # MixConv-Split-Attention block (section 3.1), in place of Fused-MBCo
 MS_GHOST = "ms_ghost"  # MixConv-SE-Ghost block (section 3.2), in place of MBConv
 BLOCK_TYPES = (MS, MS_GHOST)
 
-# Stage tables, read off the paper's Tables 1-4 (seed 000): one row per stage after the 3x3 stem,
+# Stage tables, read off the paper's Tables 1-4 (ME-NeSt-Ghost, Tables 1-4): one row per stage after the 3x3 stem,
 # (block type, layers, output channels, stride of the first layer, expansion ratio).
 # Layers, channels and strides are the paper's (identical to EfficientNet-V2's). The expansion ratios are
 # EfficientNet-V2's: 1 in the first stage and 4 in the next two (its Fused-MBConv ratios; in an MS block the
@@ -139,8 +139,18 @@ def _check_shuffle(name: str, channels: int, cfg: MENeStConfig) -> None:
         )
 
 
+def _check_block_args(in_channels: int, out_channels: int, stride: int, expansion: int, block: str) -> None:
+    """The argument checks MS and MS-Ghost blocks share (``block`` names the block in the message)."""
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be >= 1")
+    if stride not in (1, 2):
+        raise ValueError(f"stride={stride} must be 1 or 2")
+    if not isinstance(expansion, int) or expansion < 1:
+        raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for {block}")
+
+
 class MSBlock(nn.Module):
-    """MixConv-Split-Attention block (seed 000, section 3.1, Figure 1), in place of EfficientNet-V2's Fused-MBConv.
+    """MixConv-Split-Attention block (ME-NeSt-Ghost, section 3.1, Figure 1), in place of EfficientNet-V2's Fused-MBConv.
 
     ``MixConv(3/5/7/9, stride) -> BN -> act -> SplitAttention(radix) -> [1x1 projection + BN] -> + skip -> shuffle``
 
@@ -163,12 +173,7 @@ class MSBlock(nn.Module):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be >= 1")
-        if stride not in (1, 2):
-            raise ValueError(f"stride={stride} must be 1 or 2")
-        if not isinstance(expansion, int) or expansion < 1:
-            raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for an MS block")
+        _check_block_args(in_channels, out_channels, stride, expansion, "an MS block")
         if cfg.radix < 1:
             raise ValueError(f"radix={cfg.radix} must be >= 1")
         if cfg.cardinality != 1 and (in_channels * expansion) % cfg.cardinality:
@@ -192,6 +197,10 @@ class MSBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
         self.shuffle = ChannelShuffle(out_channels, cfg.shuffle_groups) if cfg.shuffle else nn.Identity()
 
+    def fuse_pairs(self) -> list[tuple[str, str]]:
+        """(conv, BN) children that :func:`ghostnest.fuse` folds (``proj`` and ``attn`` declare their own)."""
+        return [("mixconv", "bn1")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.proj(self.attn(self.act1(self.bn1(self.mixconv(x)))))
         if self.has_skip:
@@ -200,7 +209,7 @@ class MSBlock(nn.Module):
 
 
 class MSGhostBlock(nn.Module):
-    """MixConv-SE-Ghost block (seed 000, section 3.2, Figure 4), in place of EfficientNet-V2's MBConv.
+    """MixConv-SE-Ghost block (ME-NeSt-Ghost, section 3.2, Figure 4), in place of EfficientNet-V2's MBConv.
 
     ``Mix-GhostConv (expand) -> MixConv(3/5/7/9, stride) -> BN -> act -> SE -> Mix-GhostConv (project, linear)
     -> + skip -> shuffle``
@@ -224,12 +233,7 @@ class MSGhostBlock(nn.Module):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be >= 1")
-        if stride not in (1, 2):
-            raise ValueError(f"stride={stride} must be 1 or 2")
-        if not isinstance(expansion, int) or expansion < 1:
-            raise ValueError(f"expansion={expansion!r} must be an integer >= 1 for an MS-Ghost block")
+        _check_block_args(in_channels, out_channels, stride, expansion, "an MS-Ghost block")
         mid = in_channels * expansion
         ratio = cfg.ghost_ratio
         _check_ghost_channels("in_channels * expansion", mid, "expanding", cfg)
@@ -255,6 +259,10 @@ class MSGhostBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
         self.shuffle = ChannelShuffle(out_channels, cfg.shuffle_groups) if cfg.shuffle else nn.Identity()
 
+    def fuse_pairs(self) -> list[tuple[str, str]]:
+        """(conv, BN) children that :func:`ghostnest.fuse` folds (the Ghost modules hold theirs in Sequentials)."""
+        return [("mixconv", "bn")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost_expand(x)
         out = self.se(self.act(self.bn(self.mixconv(out))))
@@ -265,7 +273,7 @@ class MSGhostBlock(nn.Module):
 
 
 class MENeStGhost(PooledClassifier):
-    """ME-NeSt-Ghost (seed 000, Tables 1-4): 3x3 stem, MS and MS-Ghost stages, 1x1 head conv, pool, dropout, FC.
+    """ME-NeSt-Ghost (ME-NeSt-Ghost, Tables 1-4): 3x3 stem, MS and MS-Ghost stages, 1x1 head conv, pool, dropout, FC.
 
     ``forward_features`` ends after the head convolution (+ BN + act), as in timm's EfficientNet; ``forward_head``
     pools, applies dropout and the classifier. Any input of at least 1 x 1 pixels works (every convolution is
@@ -353,23 +361,23 @@ def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
 
 @register_model("menest", input_size=128, num_classes=100, paper_params_m=21)
 def menest_ghost_s(pretrained: bool = False, **kwargs) -> MENeStGhost:
-    """ME-NeSt-Ghost-S (seed 000, Table 1): EfficientNet-V2-S layout, 10 MS blocks then 30 MS-Ghost blocks."""
+    """ME-NeSt-Ghost-S (ME-NeSt-Ghost, Table 1): EfficientNet-V2-S layout, 10 MS blocks then 30 MS-Ghost blocks."""
     return _build(dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
 
 
 @register_model("menest", input_size=128, num_classes=100, paper_params_m=51)
 def menest_ghost_m(pretrained: bool = False, **kwargs) -> MENeStGhost:
-    """ME-NeSt-Ghost-M (seed 000, Table 2): EfficientNet-V2-M layout, 13 MS blocks then 44 MS-Ghost blocks."""
+    """ME-NeSt-Ghost-M (ME-NeSt-Ghost, Table 2): EfficientNet-V2-M layout, 13 MS blocks then 44 MS-Ghost blocks."""
     return _build(dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
 
 
 @register_model("menest", input_size=128, num_classes=100, paper_params_m=102)
 def menest_ghost_l(pretrained: bool = False, **kwargs) -> MENeStGhost:
-    """ME-NeSt-Ghost-L (seed 000, Table 3): EfficientNet-V2-L layout, 18 MS blocks then 61 MS-Ghost blocks."""
+    """ME-NeSt-Ghost-L (ME-NeSt-Ghost, Table 3): EfficientNet-V2-L layout, 18 MS blocks then 61 MS-Ghost blocks."""
     return _build(dict(stages=STAGES_L, stem_width=24, drop_rate=0.4), pretrained, kwargs)
 
 
 @register_model("menest", input_size=128, num_classes=100, paper_params_m=172)
 def menest_ghost_xl(pretrained: bool = False, **kwargs) -> MENeStGhost:
-    """ME-NeSt-Ghost-XL (seed 000, Table 4): EfficientNet-V2-XL layout, 20 MS blocks then 80 MS-Ghost blocks."""
+    """ME-NeSt-Ghost-XL (ME-NeSt-Ghost, Table 4): EfficientNet-V2-XL layout, 20 MS blocks then 80 MS-Ghost blocks."""
     return _build(dict(stages=STAGES_XL, stem_width=24, drop_rate=0.4), pretrained, kwargs)
