@@ -1,4 +1,5 @@
-"""Export a model out of Python training code: ONNX, ``torch.export`` and safetensors, each checked on reload.
+"""Export a model out of Python training code: ONNX (fp32, or int8 via :mod:`ghostnest.quantize`), ``torch.export``
+and safetensors, each checked on reload.
 
 Every exported file carries the metadata a runtime needs to use it without this package: model name, class names,
 input size and the normalisation (mean, std). ONNX keeps it in the model's ``metadata_props``, ``torch.export``
@@ -111,21 +112,55 @@ def read_metadata(path: str | Path) -> dict:
 
 
 class OnnxClassifier:
-    """An exported ONNX classifier run by onnxruntime on the CPU: ``logits = OnnxClassifier(path)(images)``."""
+    """An exported ONNX classifier (fp32 or int8) run by onnxruntime on the CPU: ``logits = OnnxClassifier(path)(x)``.
+
+    A corrupt file, one without ghostnest metadata or one onnxruntime cannot load is a ``ValueError``. A file
+    exported with a fixed batch size takes any number of images (split and padded to its batch).
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
+        self.path = Path(path)
         self.metadata = read_metadata(path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unloadable graphs
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise ValueError(f"{path}: onnxruntime cannot load it ({first})") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    @property
+    def int8(self) -> bool:
+        """Whether this is an int8 (``ghostnest export --int8``) file."""
+        return "int8" in self.metadata
+
+    def eval(self) -> OnnxClassifier:  # the evaluation loop calls model.eval(); inference only, nothing to switch
+        return self
+
+    def _run(self, x):
+        return self.session.run(None, {self.input_name: x})[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().float().contiguous().cpu().numpy()})[0]
-        return torch.from_numpy(out)
+        x = x.detach().float().contiguous().cpu().numpy()
+        b = self.fixed_batch
+        if b is None or len(x) == b:
+            return torch.from_numpy(self._run(x))
+        import numpy as np
+
+        outs = []
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]
+            pad = b - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(self._run(chunk)[:b - pad])
+        return torch.from_numpy(np.concatenate(outs))
 
 
 def load_for_export(source: str | Path, input_size: int | None = None) -> tuple[nn.Module, dict]:
@@ -173,11 +208,26 @@ def _registered_names() -> list[str]:
 
 
 def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None = None,
-           batch: int | str = "dynamic", fuse: bool = False) -> Path:
+           batch: int | str = "dynamic", fuse: bool = False, int8: bool = False, calib_images: int | None = None,
+           calib_method: str | None = None, float_layers: str | list[str] | None = None,
+           data_dir: str | None = None) -> Path:
     """``ghostnest export``: load ``source`` (checkpoint, run directory or model name) and export it; with
     ``fuse``, the :func:`ghostnest.fuse` inference model (BN folded into convolutions, MixConv groups merged),
-    with PyTorch's own Mish so the graph stays standard operators."""
+    with PyTorch's own Mish so the graph stays standard operators.
+
+    With ``int8`` (ONNX only), a post-training statically quantized file (:func:`ghostnest.quantize.export_int8`):
+    fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
+    groups ``float_layers`` kept in float."""
     _check_format(fmt)
+    if int8:
+        if fmt != "onnx":
+            raise ValueError(f"--int8 writes a quantized ONNX file; use --format onnx (not {fmt})")
+        from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, export_int8
+
+        return export_int8(source, out, input_size, batch, calib_images=calib_images or DEFAULT_CALIB_IMAGES,
+                           method=calib_method or DEFAULT_CALIB_METHOD, float_layers=float_layers, data_dir=data_dir)
+    if calib_images is not None or calib_method is not None or float_layers is not None:
+        raise ValueError("--calib-images, --calib-method and --float-layers apply to --int8 exports only")
     model, meta = load_for_export(source, input_size)
     if fuse:
         from .fuse import fuse as fuse_model

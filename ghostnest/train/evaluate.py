@@ -2,7 +2,7 @@
 
 ``evaluate_checkpoint``: top-1, top-5, per-class accuracy and a confusion-matrix PNG on a data set's test split.
 ``predict``: one class per image file, written as ``ID,label,name,confidence`` (the layout of the course-competition
-submission the GhostMixNet authors made; seed 004, "Test Acc.").
+submission the GhostMixNet authors made; GhostMixNet, "Test Acc.").
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import torch
 
 from ..data import default_data_dir, load_dataset
 from ..data.datasets import read_image
-from ..data.loader import Normalize, resize_batch, resize_steps
+from ..data.loader import ToModelInput, resize_batch, resize_steps
 from ..devices import resolve_device
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .checkpoint import load_checkpoint, resolve_checkpoint_path
-from .loop import evaluate
+from .engine import evaluate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -64,7 +64,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, data
         raise ValueError(f"{path} was trained for {meta['num_classes']} classes but {name} has {data.num_classes}; "
                          "evaluate on a data set with the same classes (--dataset)")
     sizes = resize_steps(data.test.images.shape[-1], data.size, int(meta["input_size"]))
-    norm = Normalize(meta["mean"], meta["std"], sizes, dev)
+    norm = ToModelInput(meta["mean"], meta["std"], sizes, dev)
     res = evaluate(model, data.test, norm, batch_size, lambda: torch.autocast(dev.type, enabled=False),
                    meta["num_classes"], with_preds=True)
     preds, labels = res.pop("preds"), data.test.labels
@@ -118,7 +118,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
         model, meta = load_checkpoint(checkpoint, dev)
     files = _image_files(inputs)
     size = int(meta["input_size"])
-    norm = Normalize(meta["mean"], meta["std"], size, dev)
+    norm = ToModelInput(meta["mean"], meta["std"], size, dev)
     rows = []
     for i in range(0, len(files), batch_size):
         chunk = files[i:i + batch_size]
@@ -136,3 +136,66 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
         out.parent.mkdir(parents=True)
     atomic_write_text(out, buf.getvalue())
     return rows
+
+
+def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset: str | None = None,
+                        data_dir: str | None = None, batch_size: int = 256, out_dir: str | Path | None = None,
+                        threads: int | None = None) -> dict:
+    """``ghostnest eval RUN --model-file FILE.onnx``: the report of :func:`evaluate_checkpoint` (top-1, top-5,
+    per-class accuracy, confusion matrix) for an exported fp32 or int8 ONNX file run by onnxruntime on the CPU, on
+    the test split of the run's data set, fed through the run's evaluation preprocessing; plus how many test
+    predictions differ from the fp32 checkpoint's (run in PyTorch on the same batches).
+
+    The file must have been exported for the run's classes and input size (else ``ValueError``). Writes
+    ``FILE.confusion.png`` and ``FILE.eval.json`` beside the file, or into ``out_dir``.
+    """
+    import contextlib
+
+    from ..data.loader import ToModelInput
+    from ..export import OnnxClassifier
+
+    model_file = Path(model_file)
+    path = resolve_checkpoint_path(checkpoint)
+    if model_file.suffix != ".onnx":
+        raise ValueError(f"--model-file {model_file}: expected an exported .onnx file (fp32 or --int8)")
+    runner = OnnxClassifier(model_file, threads=threads)
+    fmeta = runner.metadata
+    model, meta = load_checkpoint(path, "cpu")
+    n = int(meta["num_classes"])
+    if int(fmeta.get("num_classes", len(fmeta.get("classes", [])))) != n:
+        raise ValueError(f"{model_file} was exported for {fmeta.get('num_classes')} classes but {path} has {n}; "
+                         "evaluate a file exported from this run")
+    if int(fmeta.get("input_size", -1)) != int(meta["input_size"]):
+        raise ValueError(f"{model_file} takes {fmeta.get('input_size')}x{fmeta.get('input_size')} images but {path} "
+                         f"was trained at {meta['input_size']}x{meta['input_size']}; evaluate a file exported from "
+                         "this run (without --input)")
+    name = dataset or meta["dataset"]
+    data = load_dataset(name, data_dir or default_data_dir(), download=True)
+    if data.num_classes != n:
+        raise ValueError(f"{path} was trained for {n} classes but {name} has {data.num_classes}; "
+                         "evaluate on a data set with the same classes (--dataset)")
+    sizes = resize_steps(data.test.images.shape[-1], data.size, int(meta["input_size"]))
+    norm = ToModelInput(meta["mean"], meta["std"], sizes, torch.device("cpu"))
+    fp32 = contextlib.nullcontext
+    ref = evaluate(model, data.test, norm, batch_size, fp32, n, with_preds=True)
+    res = evaluate(runner, data.test, norm, batch_size, fp32, n, with_preds=True)
+    preds, labels = res.pop("preds"), data.test.labels
+    matrix = torch.bincount(labels * n + preds, minlength=n * n).view(n, n)
+    per_class = {c: round(100.0 * matrix[i, i].item() / max(matrix[i].sum().item(), 1), 3)
+                 for i, c in enumerate(meta["classes"])}
+    out = Path(out_dir) if out_dir else model_file.parent
+    out.mkdir(parents=True, exist_ok=True)
+    stem = model_file.name[:-len(".onnx")]
+    png = out / f"{stem}.confusion.png"
+    precision = "int8" if runner.int8 else "fp32"
+    plot_confusion(png, matrix, meta["classes"], f"{model_file.name} on {name}: top-1 {res['top1']:.2f}%")
+    result = {"model_file": str(model_file), "precision": precision, "checkpoint": str(path), "model": meta["model"],
+              "dataset": name, "images": len(labels), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
+              "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "confusion_png": str(png),
+              "checkpoint_top1": ref["top1"], "checkpoint_top5": ref["top5"],
+              "predictions_differ": int((preds != ref["preds"]).sum()),
+              "file_bytes": model_file.stat().st_size}
+    if runner.int8:
+        result["int8"] = fmeta["int8"]
+    atomic_write_text(out / f"{stem}.eval.json", json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,379 @@
+"""Post-training static int8 quantization of an exported ONNX classifier (``ghostnest export --int8``).
+
+The recipe, each step chosen by measurement (docs/deployment.md has the figures):
+
+1. :func:`ghostnest.fuse` folds every BatchNorm that follows a convolution into it, so the exported fp32 graph has
+   fewer float operators left between the quantized convolutions.
+2. Calibration images come from the run's own *training* split (the validation images the run held out are not
+   used), run through the run's exact evaluation preprocessing: the same resize steps, the same mean and std.
+3. onnxruntime's quantizer (``quantize_static``) writes a QDQ graph with per-channel symmetric int8 weights and
+   uint8 activations (the u8s8 kernels onnxruntime runs on AVX2 CPUs without VNNI), after its own graph pre-processing
+   (``quant_pre_process``: shape inference and graph optimisation).
+4. Some layer groups may stay in float (``float_layers``): Squeeze-Excitation gates, the classifier, Split-Attention
+   (its softmax) and Mish. Which ones do by default was measured per group on trained runs (accuracy, agreement
+   with fp32, latency): see :data:`DEFAULT_FLOAT_LAYERS` and docs/deployment.md.
+
+The int8 file carries the fp32 export's metadata plus an ``int8`` entry with the calibration facts.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .export import METADATA_KEY, export_model, load_for_export, read_metadata
+from .fileio import atomic_path
+
+# Layer groups that may be kept in float; each maps an ONNX node of the exported graph by the PyTorch module it came
+# from (the exporter's ``namespace`` metadata) or by its operator.
+LAYER_GROUPS = ("se", "classifier", "attention", "mish")
+DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("classifier", "mish")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_CALIB_IMAGES = 512
+DEFAULT_CALIB_METHOD = "minmax"
+CALIB_BATCH = 32
+CALIB_SEED = 0
+
+
+def parse_float_layers(text: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"se,classifier"`` (or a list; ``"none"`` or empty for none) -> a checked tuple of layer groups."""
+    if text is None:
+        return DEFAULT_FLOAT_LAYERS
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t and t != "none"]
+    bad = [t for t in items if t not in LAYER_GROUPS]
+    if bad:
+        raise ValueError(f"unknown layer group(s) {', '.join(bad)} for float layers; choose from "
+                         f"{', '.join(LAYER_GROUPS)} (comma-separated) or 'none'")
+    return tuple(dict.fromkeys(items))
+
+
+def node_group(node) -> str | None:
+    """The layer group (one of :data:`LAYER_GROUPS`) an ONNX node belongs to, or ``None``."""
+    scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    if node.op_type in ("Gemm", "MatMul"):  # the only fully connected layer of these networks is the classifier
+        return "classifier"
+    if "SqueezeExcite" in scope or ".se." in scope or ".se:" in scope:
+        return "se"
+    if "SplitAttention" in scope or node.op_type == "Softmax":
+        return "attention"
+    if node.op_type in ("Mish", "Softplus", "Tanh") or "mish" in scope.rsplit("/", 1)[-1].lower():
+        return "mish"
+    return None
+
+
+def nodes_in_groups(model, groups: Iterable[str]) -> list[str]:
+    """Names of the nodes of ``model`` (an ``onnx.ModelProto``) in any of ``groups``."""
+    groups = set(groups)
+    return [n.name for n in model.graph.node if groups and node_group(n) in groups]
+
+
+# --- graph rewrites onnxruntime's quantizer does not make --------------------------------------------------------
+
+def _per_channel(arr) -> bool:
+    return arr is not None and arr.ndim in (3, 4) and all(d == 1 for d in arr.shape[-2:]) and \
+        (arr.ndim == 3 or arr.shape[0] == 1)
+
+
+def rewrite_for_int8(model) -> dict[str, int]:
+    """Rewrite, in place and exactly, the float operators of an exported fp32 graph that onnxruntime's QDQ
+    quantizer would leave in float (each costing a dequantize, a float kernel, a quantize and layout transposes)
+    into operators it quantizes:
+
+    - ``BatchNormalization`` (a BN that no convolution precedes, e.g. GhostMixNet's BN after the activated Ghost
+      module) -> a depthwise 1x1 ``Conv`` with the BN's per-channel scale and shift;
+    - ``Mul`` by a per-channel constant followed by ``Add`` of one (the fused linear Ghost module's folded BN)
+      -> a depthwise 1x1 ``Conv``;
+    - ``ReduceMean`` over the spatial axes with ``keepdims`` (the Squeeze-Excitation squeeze) -> ``GlobalAveragePool``;
+    - ``Mish`` (which onnxruntime expands to ``Softplus``, whose CPU kernel took over half of ME-NeSt-Ghost-S's time)
+      -> ``x * n / (n + 2)`` with ``n = e (e + 2)``, ``e = exp(min(x, 20))``: the identity
+      ``tanh(softplus(x)) = n / (n + 2)`` (exact; above 20 both are 1 in float32), kept in float (group ``mish``).
+
+    Returns how many of each were rewritten.
+    """
+    import onnx
+
+    rewriter = _Int8Rewriter(model.graph)
+    nodes = []
+    for node in model.graph.node:
+        if id(node) in rewriter.drop:
+            continue
+        nodes.extend(rewriter.rewrite(node) or [node])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(rewriter.new_inits)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    return rewriter.counts
+
+
+class _Int8Rewriter:
+    """The four exact rewrites of :func:`rewrite_for_int8`, one method each; ``rewrite(node)`` returns the
+    replacement nodes, or ``None`` to keep ``node``."""
+
+    MISH_CLIP, MISH_TWO = "ghostnest.mish.clip", "ghostnest.mish.two"
+
+    def __init__(self, graph):
+        self.inits = {i.name: i for i in graph.initializer}
+        self.consumers: dict[str, list] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in graph.output}
+        self.new_inits, self.drop = [], set()
+        self.counts = {"BatchNormalization": 0, "Mul+Add": 0, "ReduceMean": 0, "Mish": 0}
+
+    def const(self, name):
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def rewrite(self, n) -> list | None:
+        method = {"BatchNormalization": self.batchnorm, "Mul": self.mul_add, "Mish": self.mish,
+                  "ReduceMean": self.reduce_mean}.get(n.op_type)
+        return method(n) if method else None
+
+    def depthwise(self, node_name, x, y, scale, shift, source):
+        from onnx import helper, numpy_helper
+
+        c = scale.shape[0]
+        w_name, b_name = f"{node_name}.dw_weight", f"{node_name}.dw_bias"
+        self.new_inits.append(numpy_helper.from_array(scale.reshape(c, 1, 1, 1).astype(np.float32), w_name))
+        self.new_inits.append(numpy_helper.from_array(shift.reshape(c).astype(np.float32), b_name))
+        conv = helper.make_node("Conv", [x, w_name, b_name], [y], name=node_name, group=c, kernel_shape=[1, 1],
+                                strides=[1, 1], pads=[0, 0, 0, 0])
+        conv.metadata_props.extend(source.metadata_props)
+        return conv
+
+    def batchnorm(self, n):
+        if len(n.output) != 1 or not all(i in self.inits for i in n.input[1:5]):
+            return None
+        gamma, beta, mean, var = (self.const(i).astype(np.float64) for i in n.input[1:5])
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        self.counts["BatchNormalization"] += 1
+        return [self.depthwise(n.name, n.input[0], n.output[0], scale, beta - mean * scale, n)]
+
+    def mul_add(self, n):
+        if n.output[0] in self.outputs or len(self.consumers.get(n.output[0], [])) != 1:
+            return None
+        x, s = (n.input[0], self.const(n.input[1])) if n.input[1] in self.inits else (n.input[1],
+                                                                                         self.const(n.input[0]))
+        add = self.consumers[n.output[0]][0]
+        if not _per_channel(s) or add.op_type != "Add":
+            return None
+        b = self.const(add.input[1] if add.input[0] == n.output[0] else add.input[0])
+        if not _per_channel(b) or b.shape != s.shape:
+            return None
+        self.drop.add(id(add))
+        self.counts["Mul+Add"] += 1
+        scale, shift = s.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+        return [self.depthwise(add.name, x, add.output[0], scale, shift, n)]
+
+    def mish(self, n):
+        from onnx import helper, numpy_helper
+
+        if not self.counts["Mish"]:
+            for name, value in ((self.MISH_CLIP, 20.0), (self.MISH_TWO, 2.0)):
+                self.new_inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
+        x, y, p = n.input[0], n.output[0], f"{n.name}.mish"
+        scope = next((m.value for m in n.metadata_props if m.key == "namespace"), "")
+        two = self.MISH_TWO
+        steps = [("Min", [x, self.MISH_CLIP], f"{p}.clip"), ("Exp", [f"{p}.clip"], f"{p}.e"),
+                 ("Add", [f"{p}.e", two], f"{p}.e2"), ("Mul", [f"{p}.e", f"{p}.e2"], f"{p}.n"),
+                 ("Add", [f"{p}.n", two], f"{p}.d"), ("Div", [f"{p}.n", f"{p}.d"], f"{p}.t"),
+                 ("Mul", [x, f"{p}.t"], y)]
+        nodes = []
+        for op, ins, out in steps:
+            node = helper.make_node(op, ins, [out], name=n.name if out == y else out)
+            node.metadata_props.add(key="namespace", value=f"{scope}/mish")
+            nodes.append(node)
+        self.counts["Mish"] += 1
+        return nodes
+
+    def reduce_mean(self, n):
+        from onnx import helper
+
+        if len(n.input) != 2 or n.input[1] not in self.inits:
+            return None
+        axes = sorted(int(a) % 4 for a in self.const(n.input[1]).reshape(-1))
+        keep = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
+        if axes != [2, 3] or keep != 1:
+            return None
+        gap = helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), name=n.name)
+        gap.metadata_props.extend(n.metadata_props)
+        self.counts["ReduceMean"] += 1
+        return [gap]
+
+
+# --- calibration data ------------------------------------------------------------------------------------------
+
+def training_split(meta: dict, run_dir: Path | None, data_dir: str | None = None):
+    """(data set, the run's training split): the split the run trained on (its held-out validation images
+    excluded, as in training), read from the run's ``config.yaml`` where there is one."""
+    from .data import default_data_dir, load_dataset, train_val_split
+
+    name = meta.get("dataset")
+    if not name:
+        raise ValueError(f"{meta.get('model', 'this model')} has no training data set recorded (an untrained model "
+                         "or a checkpoint without one); --int8 calibrates on a run's training split: export a run "
+                         "directory or its checkpoint")
+    cfg = {}
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    data = load_dataset(name, data_dir or cfg.get("data_dir") or default_data_dir(), download=False)
+    if data.num_classes != int(meta["num_classes"]):
+        raise ValueError(f"the checkpoint has {meta['num_classes']} classes but its data set {name} has "
+                         f"{data.num_classes}; it cannot be calibrated on it")
+    train = data.train
+    if cfg and not cfg.get("val_on_test", False) and cfg.get("val_fraction"):
+        train, _ = train_val_split(data.train, float(cfg["val_fraction"]), int(cfg.get("split_seed", 0)))
+    return data, train
+
+
+def preprocess(images: torch.Tensor, data, meta: dict) -> torch.Tensor:
+    """uint8 images of ``data`` -> the model input, exactly as ``ghostnest eval`` feeds the checkpoint."""
+    from .data.loader import ToModelInput, resize_steps
+
+    sizes = resize_steps(data.train.images.shape[-1], data.size, int(meta["input_size"]))
+    return ToModelInput(meta["mean"], meta["std"], sizes, torch.device("cpu"))(images)
+
+
+def calibration_images(meta: dict, run_dir: Path | None, n: int, data_dir: str | None = None,
+                       seed: int = CALIB_SEED) -> tuple[torch.Tensor, dict]:
+    """``n`` preprocessed images drawn (seeded) from the run's training split, and the facts to record."""
+    if n < 1:
+        raise ValueError(f"--calib-images {n} must be a positive number of images")
+    data, train = training_split(meta, run_dir, data_dir)
+    take = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    x = torch.cat([preprocess(train.images[take[i:i + 256]], data, meta) for i in range(0, len(take), 256)])
+    facts = {"dataset": meta["dataset"], "split": "train", "images": int(len(take)), "of": len(train), "seed": seed}
+    return x, facts
+
+
+class _Reader:
+    """onnxruntime's ``CalibrationDataReader`` over a float tensor, ``CALIB_BATCH`` images at a time."""
+
+    def __init__(self, x: torch.Tensor, input_name: str, batch: int, fixed: bool = False):
+        if fixed and len(x) % batch:  # a fixed-batch graph takes whole batches only: cycle the images to fill one
+            x = torch.cat([x, x[torch.arange(batch - len(x) % batch) % len(x)]])
+        self.chunks = [x[i:i + batch].numpy().astype(np.float32) for i in range(0, len(x), batch)]
+        self.input_name, self.i = input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.chunks):
+            return None
+        self.i += 1
+        return {self.input_name: self.chunks[self.i - 1]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, method: str = DEFAULT_CALIB_METHOD,
+                  float_layers: Iterable[str] = DEFAULT_FLOAT_LAYERS, rewrite: bool = True, pre_process: bool = True,
+                  reduce_range: bool = False, activation_symmetric: bool = False, extra: dict | None = None) -> Path:
+    """Quantize the fp32 ONNX file ``fp32`` into ``out`` (QDQ, per-channel int8 weights, uint8 activations)
+    calibrated on ``calib`` (preprocessed images); nodes of ``float_layers`` stay float. ``out`` is written
+    atomically; metadata is copied from ``fp32``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                 "entropy": CalibrationMethod.Entropy}[method]
+    float_layers = tuple(float_layers)
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="ghostnest-int8-") as tmp:
+        src = Path(fp32)
+        model = onnx.load(str(src))
+        if rewrite:
+            rewrite_for_int8(model)
+            src = Path(tmp) / "rewritten.onnx"
+            onnx.save(model, str(src))
+        scoped = model
+        if pre_process:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            src = pre
+        model = onnx.load(str(src))
+        if not any(p.key == "namespace" for n in model.graph.node for p in n.metadata_props):
+            named = {n.name: n for n in scoped.graph.node}  # the pre-processing dropped the node scopes
+            for n in model.graph.node:
+                if n.name in named:
+                    n.metadata_props.extend(named[n.name].metadata_props)
+        exclude = nodes_in_groups(model, float_layers)
+        inp = model.graph.input[0]
+        fixed = inp.type.tensor_type.shape.dim[0].dim_value  # 0 when the batch dimension is dynamic
+        options = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True, **(extra or {})}
+        if method == "percentile":
+            options.setdefault("CalibPercentile", 99.999)
+        q = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(src), str(q), _Reader(calib, inp.name, fixed or CALIB_BATCH, bool(fixed)), quant_format=QuantFormat.QDQ,
+            per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=calibrate,
+            extra_options=options,
+        )
+        qmodel = onnx.load(str(q))
+        props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        del qmodel.metadata_props[:]
+        for key, value in props.items():
+            entry = qmodel.metadata_props.add()
+            entry.key, entry.value = key, value
+        with atomic_path(out) as tmp_out:
+            onnx.save(qmodel, str(tmp_out))
+    return out
+
+
+def export_int8(source: str | Path, out: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
+                calib_images: int = DEFAULT_CALIB_IMAGES, method: str = DEFAULT_CALIB_METHOD,
+                float_layers: Iterable[str] | None = None, data_dir: str | None = None) -> Path:
+    """``ghostnest export SOURCE --format onnx --int8``: fuse, export fp32 ONNX, calibrate on the run's training
+    split, quantize; write ``out`` atomically (nothing is written if any step fails)."""
+    from .fuse import fuse
+    from .train.checkpoint import resolve_checkpoint_path
+
+    float_layers = parse_float_layers(float_layers)
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    model, meta = load_for_export(source, input_size)
+    run_dir = resolve_checkpoint_path(source).parent if Path(source).exists() else None
+    calib, facts = calibration_images(meta, run_dir, calib_images, data_dir)
+    model = fuse(model, fast_mish=False)
+    meta["fused"] = True
+    size = int(meta.pop("input_size"))
+    meta["int8"] = {
+        "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 per-tensor",
+        "calibration": {**facts, "method": method, "preprocessing": "the run's eval preprocessing"},
+        "float_layers": list(float_layers), "quantizer": _quantizer_version(),
+    }
+    with tempfile.TemporaryDirectory(prefix="ghostnest-int8-") as tmp:
+        fp32 = export_model(model, "onnx", Path(tmp) / "fp32.onnx", size, meta, batch)
+        return quantize_onnx(fp32, out, calib, method=method, float_layers=float_layers)
+
+
+def _quantizer_version() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
+def is_int8(path: str | Path) -> bool:
+    """Whether an exported ONNX file is an int8 (``--int8``) export."""
+    return "int8" in read_metadata(path)
+
+
+__all__ = ["export_int8", "quantize_onnx", "calibration_images", "parse_float_layers", "node_group", "LAYER_GROUPS",
+           "DEFAULT_FLOAT_LAYERS", "DEFAULT_CALIB_IMAGES", "METADATA_KEY", "is_int8", "rewrite_for_int8",
+           "nodes_in_groups"]
