@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -534,11 +535,18 @@ def _closing(records: list[dict], chart: Path | None, doc: Path) -> list[str]:
         L += ["", section.read_text().strip()]
     if not any(r["device"] == "cuda" for r in records):
         L += ["", "## GPU", "", (
-            "**GPU tables are pending**: this page was generated on a machine without a GPU. On a CUDA machine run "
-            "`.venv/bin/python benchmarks/run_benchmarks.py --device cuda --dtype bf16 --batch 128 256`, which adds "
-            "`benchmarks/results/cuda-bf16.json` and re-renders this page with the GPU tables beside the CPU ones "
-            "(every model and size, inference and training step, at 128 and 256, batches 128 and 256).")]
+            "**GPU tables are pending**: this page was generated on a machine without a GPU. On a CUDA machine, "
+            "`make gpu-check` (benchmarks/gpu_check.py, docs/gpu.md) measures everything in resumable steps and "
+            "fills the GPU check section below; `.venv/bin/python benchmarks/run_benchmarks.py --device cuda --dtype "
+            "bf16 --batch 128 256` adds the same tables as the CPU ones above from `benchmarks/results/cuda-bf16.json`.")]
     return L
+
+
+def _marked_blocks(doc: Path) -> list[str]:
+    """Blocks other scripts keep in the page between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` (the GPU
+    check's section, the int8 table), carried over verbatim when the page is regenerated."""
+    text = doc.read_text() if doc.is_file() else ""
+    return [x for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S) for x in ("", m.group(0))]
 
 
 def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG_DIR) -> Path:
@@ -554,6 +562,7 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
         L += _record_header(rec) + _record_tables(rec) + _summary_table(rec) + _data_table(rec)
         L += _record_rest(rec, results_dir)
     L += _closing(records, chart, doc)
+    L += _marked_blocks(doc)
     L.append("")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(L))

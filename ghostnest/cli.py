@@ -53,16 +53,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.set or args.workers is not None:
         raise ValueError("--set and --workers apply to --data RECIPE only")
-    if not args.models:
+    if args.model_file:
+        from .bench.model_files import bench_model_files
+
+        if args.models:
+            raise ValueError("--model-file times exported ONNX files (their network in PyTorch first); drop the "
+                             "model names, or drop --model-file")
+        rows = bench_model_files(args.model_file, batch=1 if args.batch is None else args.batch,
+                                 threads=args.threads, repeats=args.repeats, warmup=args.warmup, progress=progress)
+    elif not args.models:
         raise ValueError("name one or more models to benchmark, e.g. `ghostnest bench menest_ghost_s efficientnetv2_s`"
-                         ", or time a recipe's input pipeline with --data RECIPE")
-    rows = bench_models(
-        args.models, input_size=args.input, batch=8 if args.batch is None else args.batch, mode=args.mode,
-        device=args.device, dtype=args.dtype,
-        channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
-        num_classes=args.num_classes, threads=args.threads, progress=progress,
-        fuse=args.mode == "infer" and not args.no_fuse, runtime=args.runtime,
-    )
+                         ", time exported files with --model-file FILE.onnx, or a recipe's input pipeline with --data "
+                         "RECIPE")
+    else:
+        rows = bench_models(
+            args.models, input_size=args.input, batch=8 if args.batch is None else args.batch, mode=args.mode,
+            device=args.device, dtype=args.dtype,
+            channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
+            num_classes=args.num_classes, threads=args.threads, progress=progress,
+            fuse=args.mode == "infer" and not args.no_fuse, runtime=args.runtime,
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -101,6 +111,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's, one per core)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {name, params, gflops, median_ms, images_per_s, ratio_to_first, ...}")
+    p.add_argument("--model-file", action="append", default=[], metavar="FILE.onnx",
+                   help="time an exported ONNX file (fp32 or int8) in onnxruntime, interleaved with the first file's "
+                   "network in PyTorch (repeatable; batch default 1)")
     g = p.add_argument_group("input pipeline (--data)")
     g.add_argument("--data", metavar="RECIPE", default=None,
                    help="time RECIPE's training input pipeline alone (augmentation, batching, Mixup/CutMix; no model):"
@@ -135,36 +148,12 @@ def add_report_parser(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
+    from .train import train_command
 
-    from .train import resolve_config, train
-    from .train.config import parse_overrides
-
-    if args.auto_resume:  # the same command starts a run and, after a preemption or requeue, continues it
-        if args.resume or not args.out:
-            raise ValueError("--auto-resume needs --out RUN_DIR (not --resume): it continues RUN_DIR if it holds a "
-                             "checkpoint, else starts it")
-        run = Path(args.out)
-        if (run / "results.json").is_file():
-            if int(os.environ.get("RANK", 0)) == 0:
-                print(f"{run}: finished earlier (results.json); nothing to do")
-            return 0
-        if (run / "last.state.pt").is_file():
-            epochs = parse_overrides(args.set).get("epochs")
-            args.resume, args.recipe, args.set = args.out, None, [f"epochs={epochs}"] if epochs else []
-    if args.resume:
-        extra = parse_overrides(args.set)
-        if args.recipe or set(extra) - {"epochs"}:
-            raise ValueError(f"--resume takes the configuration from {args.resume}/config.yaml; drop --recipe and "
-                             "--set (only --set epochs=N, to train longer, is accepted)")
-        res = train(None, resume=args.resume, device=args.device, progress=not args.quiet,
-                    resume_epochs=extra.get("epochs"))
-    else:
-        overrides = list(args.set) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
-        cfg = resolve_config(args.recipe or "quickstart", overrides)
-        res = train(cfg, out=args.out, device=args.device, progress=not args.quiet,
-                    restart_unstarted=args.auto_resume)
+    res = train_command(args.recipe, args.set, out=args.out, resume=args.resume, auto_resume=args.auto_resume,
+                        device=args.device, data_dir=args.data_dir, progress=not args.quiet)
+    if res is None:  # --auto-resume of a finished run: nothing to do
+        return 0
     if "signal" in res:  # SIGTERM (preemption) saved a checkpoint: a clean exit; SIGINT (Ctrl-C): 130, as usual
         return 0 if res["signal"] == "SIGTERM" else 130
     if res.get("rank", 0) == 0:  # under torchrun only rank 0 reports
@@ -196,7 +185,7 @@ def add_train_parser(sub) -> None:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from .train.config import config_to_dict, list_recipes, resolve_config
+    from .train.config import config_to_dict, list_recipes, recipe_model_options, resolve_config
 
     if args.action is None:
         recipes = list_recipes()
@@ -208,7 +197,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
         return 0
     if args.action != "show" or not args.name:
         raise ValueError("usage: ghostnest recipes [show NAME [--set KEY=VALUE ...] [--json]]")
-    cfg = config_to_dict(resolve_config(args.name, args.set))
+    resolved = resolve_config(args.name, args.set)
+    cfg = {**config_to_dict(resolved), "model_options": recipe_model_options(resolved)}
     print(json.dumps(cfg, indent=2) if args.json else __import__("yaml").safe_dump(cfg, sort_keys=False), end="")
     if args.json:
         print()
@@ -226,29 +216,46 @@ def add_recipes_parser(sub) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluate import evaluate_checkpoint
+    if args.model_file:
+        from .train.evaluate import evaluate_model_file
 
-    r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                            batch_size=args.batch_size, out_dir=args.out)
+        r = evaluate_model_file(args.model_file, args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                                batch_size=args.batch_size, out_dir=args.out)
+    else:
+        from .train.evaluate import evaluate_checkpoint
+
+        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                batch_size=args.batch_size, out_dir=args.out)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"{r['model']} on {r['dataset']} ({r['images']} test images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%")
+    what = f"{r['model_file']} ({r['precision']}, onnxruntime)" if args.model_file else r["model"]
+    print(f"{what} on {r['dataset']} ({r['images']} test images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%")
     for name, acc in r["per_class_top1"].items():
         print(f"  {name:<24} {acc:6.2f}%")
+    if args.model_file:
+        print(f"{r['predictions_differ']} of {r['images']} test predictions differ from the fp32 checkpoint's "
+              f"(checkpoint top-1 {r['checkpoint_top1']:.2f}%)")
     print(f"confusion matrix: {r['confusion_png']}")
     return 0
 
 
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint",
-                       description="Evaluate a checkpoint (or a run directory's best.safetensors) on a test split.")
+                       description="Evaluate a checkpoint (or a run directory's best.safetensors) on a test split; "
+                       "with --model-file, an exported fp32 or int8 .onnx file of it (run by onnxruntime on the CPU), "
+                       "counting the test predictions that differ from the checkpoint's.")
     p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--model-file", default=None, metavar="FILE.onnx",
+                   help="evaluate this exported .onnx file (fp32 or --int8) instead, with the run's test data; its "
+                   "classes and input size must match the run's")
     p.add_argument("--dataset", default=None, help="data set (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", default=None, metavar="DIR", help="where confusion.png/eval.json go (default: beside it)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where confusion.png/eval.json go (default: beside it; with --model-file FILE.onnx, "
+                   "FILE.confusion.png/FILE.eval.json beside the file)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_eval)
 
@@ -263,8 +270,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a checkpoint or .onnx file -> CSV (ID,label,name,confidence)",
-                       description="Classify images with the preprocessing stored in the checkpoint.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint, a run directory, or an exported .onnx file")
+                       description="Classify images with the preprocessing stored in the checkpoint (or in the "
+                       "exported file's metadata).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a .safetensors checkpoint, a run directory, or an exported fp32 or int8 .onnx file")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -275,8 +284,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     batch = args.batch if args.batch == "dynamic" else _positive_int(args.batch, "--batch")
-    path = export(args.source, args.format, args.out, args.input, batch, fuse=args.fuse)
-    print(f"wrote {path} ({args.format}, batch {batch})")
+    if args.calib_images is not None and args.calib_images < 1:
+        raise ValueError(f"--calib-images {args.calib_images} must be a positive number of images")
+    path = export(args.source, args.format, args.out, args.input, batch, fuse=args.fuse, int8=args.int8,
+                  calib_images=args.calib_images, calib_method=args.calib_method, float_layers=args.float_layers,
+                  data_dir=args.data_dir)
+    if args.int8:
+        from .export import read_metadata
+
+        q = read_metadata(path)["int8"]
+        c = q["calibration"]
+        floats = ", ".join(q["float_layers"]) or "none"
+        print(f"wrote {path} (onnx int8 QDQ, batch {batch}; calibrated on {c['images']} {c['dataset']} training "
+              f"images, {c['method']}; float layers: {floats})")
+    else:
+        print(f"wrote {path} ({args.format}, batch {batch})")
     return 0
 
 
@@ -300,6 +322,19 @@ def add_export_parser(sub) -> None:
     p.add_argument("--input", type=int, default=None, help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--fuse", action="store_true", help="export the fused inference model (ghostnest.fuse: BN folded)")
+    g = p.add_argument_group("int8 (post-training static quantization, docs/deployment.md)")
+    g.add_argument("--int8", action="store_true",
+                   help="with --format onnx: fuse, calibrate on the run's training split (its eval preprocessing) and "
+                   "write an int8 QDQ file (per-channel int8 weights); needs a run directory or checkpoint")
+    g.add_argument("--calib-images", type=int, default=None, metavar="N",
+                   help="calibration images drawn from the run's training split (default 512)")
+    g.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default=None,
+                   help="activation range calibration (default minmax)")
+    g.add_argument("--float-layers", default=None, metavar="GROUPS",
+                   help="layer groups kept in float, comma-separated from se, classifier, attention, mish, or "
+                   "'none' (default: classifier)")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="data folder holding the run's data set (default: the run's, $GHOSTNEST_DATA or ./data)")
     p.set_defaults(func=_cmd_export)
 
 

@@ -75,7 +75,7 @@ def test_cifar10_fixture_loads_through_torchvision(tmp_path, no_download):
     assert data.train.images[0, 2, 31, 31] == raw[0, 3071]
     assert data.train.labels[:3].tolist() == labels
     assert data.test.labels.tolist() == batches["test_batch"][1]
-    assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2470, 0.2435, 0.2616)  # facts.md
+    assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2470, 0.2435, 0.2616)  # docs/reference.md
 
 
 def test_cifar100_and_cifar100_128_fixture(tmp_path, no_download):
@@ -172,7 +172,7 @@ def test_imagefolder(tmp_path):
 def test_train_val_split_95_5():
     split = Split(torch.zeros(50_000, 1, 1, 1, dtype=torch.uint8), torch.arange(50_000))
     train, val = train_val_split(split, 0.05, seed=0)
-    assert len(train) == 47_500 and len(val) == 2_500  # seed 000 section 2
+    assert len(train) == 47_500 and len(val) == 2_500  # ME-NeSt-Ghost, section 2
     assert set(train.labels.tolist()).isdisjoint(val.labels.tolist())
     again, _ = train_val_split(split, 0.05, seed=0)
     other, _ = train_val_split(split, 0.05, seed=1)

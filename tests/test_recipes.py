@@ -15,7 +15,7 @@ from ghostnest.data.datasets import CIFAR10_MEAN, CIFAR10_STD, dataset_size
 from ghostnest.train.config import list_recipes, recipe_dir, resolve_config
 from ghostnest.train.optim import build_optimizer, build_scheduler
 
-GHOSTMIXNET_ROWS = {  # seed 004 results table: recipe -> (model, transforms?, Mixup/CutMix?)
+GHOSTMIXNET_ROWS = {  # GhostMixNet, results table: recipe -> (model, transforms?, Mixup/CutMix?)
     "ghostmixnet-cifar10-resnet": ("ghostmixnet_resnet", False, False),
     "ghostmixnet-cifar10-resnet-se": ("ghostmixnet_resnet_se", True, False),
     "ghostmixnet-cifar10-ghost-se": ("ghostmixnet", True, False),

@@ -117,11 +117,6 @@ class ToModelInput:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-# Old name, kept only until ghostnest/quantize.py, ghostnest/bench/data.py and ghostnest/train/evaluate.py import
-# ToModelInput; remove it then.
-Normalize = ToModelInput
-
-
 class _Augmented(Dataset):
     def __init__(self, split: Split, sizes: tuple[int, ...], augment: v2.Compose):
         self.split, self.augment = split, augment
