@@ -151,7 +151,6 @@ def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset:
     """
     import contextlib
 
-    from ..data.loader import ToModelInput
     from ..export import OnnxClassifier
 
     model_file = Path(model_file)
