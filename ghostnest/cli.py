@@ -41,38 +41,18 @@ def add_models_parser(sub) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_data, bench_models, environment, format_data, format_table
+    from .bench import bench_command, environment, format_data, format_table
 
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if args.data:
-        if args.models:
-            raise ValueError("--data times a recipe's input pipeline alone; drop the model names, or drop --data")
-        row = bench_data(args.data, args.set, batches=args.repeats, warmup=args.warmup, device=args.device,
-                         workers=args.workers, batch=args.batch, progress=progress)
-        print(json.dumps(row, indent=2) if args.json else format_data(row))
+    kind, rows = bench_command(
+        args.models, model_files=args.model_file, data=args.data, overrides=args.set, workers=args.workers,
+        batch=args.batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads, device=args.device,
+        progress=progress, input_size=args.input, mode=args.mode, dtype=args.dtype, channels_last=args.channels_last,
+        compile=args.compile, num_classes=args.num_classes, fuse=args.mode == "infer" and not args.no_fuse,
+        runtime=args.runtime)
+    if kind == "data":
+        print(json.dumps(rows, indent=2) if args.json else format_data(rows))
         return 0
-    if args.set or args.workers is not None:
-        raise ValueError("--set and --workers apply to --data RECIPE only")
-    if args.model_file:
-        from .bench.model_files import bench_model_files
-
-        if args.models:
-            raise ValueError("--model-file times exported ONNX files (their network in PyTorch first); drop the "
-                             "model names, or drop --model-file")
-        rows = bench_model_files(args.model_file, batch=1 if args.batch is None else args.batch,
-                                 threads=args.threads, repeats=args.repeats, warmup=args.warmup, progress=progress)
-    elif not args.models:
-        raise ValueError("name one or more models to benchmark, e.g. `ghostnest bench menest_ghost_s efficientnetv2_s`"
-                         ", time exported files with --model-file FILE.onnx, or a recipe's input pipeline with --data "
-                         "RECIPE")
-    else:
-        rows = bench_models(
-            args.models, input_size=args.input, batch=8 if args.batch is None else args.batch, mode=args.mode,
-            device=args.device, dtype=args.dtype,
-            channels_last=args.channels_last, compile=args.compile, repeats=args.repeats, warmup=args.warmup,
-            num_classes=args.num_classes, threads=args.threads, progress=progress,
-            fuse=args.mode == "infer" and not args.no_fuse, runtime=args.runtime,
-        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

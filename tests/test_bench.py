@@ -248,3 +248,16 @@ def test_benchmark_script_plans_every_family_pair_and_renders(tmp_path):
     assert "| `menest_ghost_s` |" in text and "**2.50**" in text
     assert "too slow here" in text and "2.5-2.5x the time" in text and "0.50-0.50x its FLOPs" in text
     assert (tmp_path / "docs" / "img" / "bench_ratios.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "ghostmixnet", "--data", "quickstart"], "--data times a recipe's input pipeline alone"),
+    (["bench", "--model-file", "m.onnx", "--data", "quickstart"], "--data times a recipe's input pipeline alone"),
+    (["bench", "ghostmixnet", "--set", "batch_size=4"], "--set and --workers apply to --data RECIPE only"),
+    (["bench", "ghostmixnet", "--model-file", "m.onnx"], "drop the model names, or drop --model-file"),
+    (["bench"], "name one or more models to benchmark"),
+])
+def test_bench_command_refuses_mixed_benchmarks_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err

@@ -11,9 +11,12 @@ One job per module:
 - :mod:`.data`: input-pipeline timing, :func:`bench_data` (``ghostnest bench --data RECIPE``);
 - :mod:`.env`: where a benchmark ran (:func:`environment`, :func:`cpu_model`);
 - :mod:`.format`: plain-text tables (:func:`format_table`, :func:`format_data`);
+- :mod:`.command`: what ``ghostnest bench`` asks for, checked (:func:`bench_command`);
+- :mod:`.model_files`: exported ONNX files (fp32, int8) in onnxruntime beside PyTorch;
 - :mod:`.checks` and :mod:`.summary`: argument checks, and the median/quartile spread of timings.
 """
 from .checks import DTYPES, MODES, check_dtype
+from .command import bench_command
 from .data import bench_data
 from .env import cpu_model, environment
 from .format import format_data, format_table
@@ -25,7 +28,7 @@ from .summary import percentile, spread
 from .timing import RESULT_KEYS, RUNTIMES, bench_models, bench_variants
 
 __all__ = [
-    "DTYPES", "MODES", "RESULT_KEYS", "RUNTIMES", "Case", "PeakMemory", "bench_data", "bench_models",
+    "DTYPES", "MODES", "RESULT_KEYS", "RUNTIMES", "Case", "PeakMemory", "bench_command", "bench_data", "bench_models",
     "bench_sessions", "bench_variants", "check_dtype", "cpu_model", "environment", "format_data", "format_table",
     "make_step", "percentile", "prepare_model", "session_step", "spread",
 ]
