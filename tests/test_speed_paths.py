@@ -1,4 +1,4 @@
-"""Issue 7 ("speed"): every fast training/inference path equals the plain eager path (fp32, 1e-4).
+"""The speed paths: every fast training/inference path equals the plain eager path (fp32, 1e-4).
 
 MixConv implementations (split / single zero-padded kernel / repeated input), the compiled Mish, the blocks and a
 small ME-NeSt-Ghost in train and eval mode, and the plain GhostMixNet baseline of benchmarks/.
