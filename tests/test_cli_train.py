@@ -221,3 +221,22 @@ def test_resume_reads_a_config_with_model_options(run, tmp_path):
         (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert main(["train", "--resume", str(copy), "--set", "epochs=3", "--device", "cpu", "--quiet"]) == 0
         assert len((copy / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_resume_and_eval_a_run_written_before_the_state_file_held_weights(run, tmp_path, capsys):
+    """Runs whose last.state.pt has no weights nor metrics rows (the first format): resume takes the weights from
+    last.safetensors and the rows from metrics.csv, then trains on and evaluates as any run."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / "results.json").unlink()
+    state = torch.load(old / "last.state.pt", weights_only=True)
+    for key in ("model", "rows"):
+        state.pop(key)
+    torch.save(state, old / "last.state.pt")
+    assert main(["train", "--resume", str(old), "--set", "epochs=3", "--device", "cpu", "--quiet"]) == 0
+    assert [line.split(",")[0] for line in (old / "metrics.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
+    capsys.readouterr()
+    assert main(["eval", str(old), "--device", "cpu", "--json"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["top1"] <= 100
