@@ -224,7 +224,7 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
         if state.rows and dist.main:
             with contextlib.suppress(Exception):
                 plot_curves(ctx.run / "curves.png", state.rows, ctx.title())
-    return test_best(ctx) if dist.main else {"run_dir": str(ctx.run), "rank": dist.rank}
+    return evaluate_best(ctx) if dist.main else {"run_dir": str(ctx.run), "rank": dist.rank}
 
 
 def _record_epoch(ctx: RunContext, row: dict) -> bool:
@@ -261,7 +261,7 @@ def _diverged(what: str, ctx: RunContext) -> TrainingDiverged:
                             "learning rate (--set lr=...) or without fp16 (--set amp=fp32)")
 
 
-def test_best(ctx: RunContext) -> dict:
+def evaluate_best(ctx: RunContext) -> dict:
     """Test accuracy of best.safetensors (rank 0), written to results.json."""
     cfg, dist, state = ctx.cfg, ctx.dist, ctx.resume
     tensors, _ = read_checkpoint(ctx.run / "best.safetensors")
