@@ -217,44 +217,34 @@ class _Int8Rewriter:
 def training_split(meta: dict, run_dir: Path | None, data_dir: str | None = None):
     """(data set, the run's training split): the split the run trained on (its held-out validation images
     excluded, as in training), read from the run's ``config.yaml`` where there is one."""
-    from .data import default_data_dir, load_dataset, train_val_split
+    from .data import default_data_dir, load_dataset
+    from .data.pipeline import split_train_val
+    from .train.rundir import read_run_config
 
     name = meta.get("dataset")
     if not name:
         raise ValueError(f"{meta.get('model', 'this model')} has no training data set recorded (an untrained model "
                          "or a checkpoint without one); --int8 calibrates on a run's training split: export a run "
                          "directory or its checkpoint")
-    cfg = {}
-    if run_dir is not None and (run_dir / "config.yaml").is_file():
-        import yaml
-
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    data = load_dataset(name, data_dir or cfg.get("data_dir") or default_data_dir(), download=False)
+    cfg = read_run_config(run_dir) if run_dir is not None and (run_dir / "config.yaml").is_file() else None
+    data = load_dataset(name, data_dir or (cfg and cfg.data_dir) or default_data_dir(), download=False)
     if data.num_classes != int(meta["num_classes"]):
         raise ValueError(f"the checkpoint has {meta['num_classes']} classes but its data set {name} has "
                          f"{data.num_classes}; it cannot be calibrated on it")
-    train = data.train
-    if cfg and not cfg.get("val_on_test", False) and cfg.get("val_fraction"):
-        train, _ = train_val_split(data.train, float(cfg["val_fraction"]), int(cfg.get("split_seed", 0)))
-    return data, train
-
-
-def preprocess(images: torch.Tensor, data, meta: dict) -> torch.Tensor:
-    """uint8 images of ``data`` -> the model input, exactly as ``ghostnest eval`` feeds the checkpoint."""
-    from .data.loader import ToModelInput, resize_steps
-
-    sizes = resize_steps(data.train.images.shape[-1], data.size, int(meta["input_size"]))
-    return ToModelInput(meta["mean"], meta["std"], sizes, torch.device("cpu"))(images)
+    return data, split_train_val(cfg, data)[0] if cfg is not None else data.train
 
 
 def calibration_images(meta: dict, run_dir: Path | None, n: int, data_dir: str | None = None,
                        seed: int = CALIB_SEED) -> tuple[torch.Tensor, dict]:
     """``n`` preprocessed images drawn (seeded) from the run's training split, and the facts to record."""
+    from .train.evaluate import eval_preprocess
+
     if n < 1:
         raise ValueError(f"--calib-images {n} must be a positive number of images")
     data, train = training_split(meta, run_dir, data_dir)
     take = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    x = torch.cat([preprocess(train.images[take[i:i + 256]], data, meta) for i in range(0, len(take), 256)])
+    preprocess = eval_preprocess(data, meta, torch.device("cpu"))  # exactly as `ghostnest eval` feeds the checkpoint
+    x = torch.cat([preprocess(train.images[take[i:i + 256]]) for i in range(0, len(take), 256)])
     facts = {"dataset": meta["dataset"], "split": "train", "images": int(len(take)), "of": len(train), "seed": seed}
     return x, facts
 

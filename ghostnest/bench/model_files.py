@@ -19,9 +19,9 @@ def _torch_case(meta: dict, x: torch.Tensor) -> Case:
     """The network a file was exported from, built from its metadata (its weights do not change the time), fused
     as ``ghostnest export --fuse/--int8`` exports it, timed in PyTorch (fp32, eval, inference mode)."""
     from ..fuse import fuse
-    from ..registry import create_model
+    from ..train.checkpoint import build_from_meta
 
-    model = fuse(create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta.get("model_kwargs", {})))
+    model = fuse(build_from_meta(meta))
 
     def step() -> None:
         with torch.inference_mode():
@@ -69,10 +69,14 @@ def bench_model_files(files: Sequence[str | Path], batch: int = 1, threads: int 
         rows = case_rows(cases, batch, repeats, warmup, {"device": "cpu", "input_size": size})
     finally:
         torch.set_num_threads(previous)
+    fields: dict[str, dict] = {}  # per network: files exported from one network share its counts
     for row, r in zip(rows, ([runners[0]] if with_torch else []) + runners):
         row["runtime"] = "onnxruntime" if row["file"] else "torch"
         row["threads"] = threads or previous
-        row.update(_model_fields(r.metadata, size))
+        key = repr((r.metadata["model"], r.metadata["num_classes"], r.metadata.get("model_kwargs", {})))
+        if key not in fields:
+            fields[key] = _model_fields(r.metadata, size)
+        row.update(fields[key])
         if row["precision"] == "int8":
             row["dtype"] = "int8"
     return rows
@@ -81,12 +85,11 @@ def bench_model_files(files: Sequence[str | Path], batch: int = 1, threads: int 
 def _model_fields(meta: dict, size: int) -> dict:
     """The fields ``ghostnest.bench.format_table`` prints besides the timings, for a file's network."""
     from ..stats import count_params
+    from ..train.checkpoint import build_from_meta
     from .timing import _gflops
 
     name, classes, kwargs = meta["model"], int(meta["num_classes"]), meta.get("model_kwargs", {})
     with torch.device("meta"):
-        from ..registry import create_model
-
-        params = count_params(create_model(name, num_classes=classes, **kwargs))
+        params = count_params(build_from_meta(meta))
     return {"params": params, "gflops": _gflops(name, size, classes, kwargs), "mode": "infer", "dtype": "fp32",
             "compiled": False, "fused": True, "num_classes": classes}

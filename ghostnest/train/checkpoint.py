@@ -84,9 +84,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def build_from_meta(meta: dict) -> nn.Module:
+    """The (untrained) network that checkpoint or export metadata ``meta`` describes."""
     from ..registry import create_model
 
-    return create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta["model_kwargs"])
+    return create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta.get("model_kwargs", {}))
 
 
 def load_into(model: nn.Module, tensors: dict, path, meta: dict) -> None:

@@ -50,6 +50,35 @@ def plot_confusion(path: Path, matrix: torch.Tensor, classes: list[str], title: 
     atomic_write_bytes(path, buf.getvalue())
 
 
+def test_split_of(meta: dict, path: Path, dataset: str | None, data_dir: str | None):
+    """(name, data) of the data set a checkpoint is evaluated on: ``dataset`` or the one it was trained on, with the
+    checkpoint's class count (else ``ValueError``)."""
+    name = dataset or meta["dataset"]
+    data = load_dataset(name, data_dir or default_data_dir(), download=True)
+    if data.num_classes != int(meta["num_classes"]):
+        raise ValueError(f"{path} was trained for {meta['num_classes']} classes but {name} has {data.num_classes}; "
+                         "evaluate on a data set with the same classes (--dataset)")
+    return name, data
+
+
+def eval_preprocess(data, meta: dict, device: torch.device) -> ToModelInput:
+    """The evaluation preprocessing of a checkpoint on ``data``: stored pixels -> its input size, its mean/std."""
+    sizes = resize_steps(data.train.images.shape[-1], data.size, int(meta["input_size"]))
+    return ToModelInput(meta["mean"], meta["std"], sizes, device)
+
+
+def _report(res: dict, labels: torch.Tensor, meta: dict, png: Path, title: str) -> dict:
+    """Per-class top-1 and the confusion matrix (drawn to ``png``) of ``evaluate(..., with_preds=True)``'s result."""
+    n = int(meta["num_classes"])
+    matrix = torch.bincount(labels * n + res["preds"], minlength=n * n).view(n, n)
+    per_class = {c: round(100.0 * matrix[i, i].item() / max(matrix[i].sum().item(), 1), 3)
+                 for i, c in enumerate(meta["classes"])}
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_confusion(png, matrix, meta["classes"], f"{title}: top-1 {res['top1']:.2f}%")
+    return {"images": len(labels), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
+            "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "confusion_png": str(png)}
+
+
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, data_dir: str | None = None,
                         device: str = "auto", batch_size: int = 256, out_dir: str | Path | None = None) -> dict:
     """Evaluate a checkpoint (or a run directory's best one) on the test split of ``dataset``
@@ -58,27 +87,12 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, data
     path = resolve_checkpoint_path(checkpoint)
     dev = resolve_device(device)
     model, meta = load_checkpoint(path, dev)
-    name = dataset or meta["dataset"]
-    data = load_dataset(name, data_dir or default_data_dir(), download=True)
-    if data.num_classes != meta["num_classes"]:
-        raise ValueError(f"{path} was trained for {meta['num_classes']} classes but {name} has {data.num_classes}; "
-                         "evaluate on a data set with the same classes (--dataset)")
-    sizes = resize_steps(data.test.images.shape[-1], data.size, int(meta["input_size"]))
-    norm = ToModelInput(meta["mean"], meta["std"], sizes, dev)
-    res = evaluate(model, data.test, norm, batch_size, lambda: torch.autocast(dev.type, enabled=False),
-                   meta["num_classes"], with_preds=True)
-    preds, labels = res.pop("preds"), data.test.labels
-    n = meta["num_classes"]
-    matrix = torch.bincount(labels * n + preds, minlength=n * n).view(n, n)
-    per_class = {c: round(100.0 * matrix[i, i].item() / max(matrix[i].sum().item(), 1), 3)
-                 for i, c in enumerate(meta["classes"])}
+    name, data = test_split_of(meta, path, dataset, data_dir)
+    res = evaluate(model, data.test, eval_preprocess(data, meta, dev), batch_size,
+                   lambda: torch.autocast(dev.type, enabled=False), meta["num_classes"], with_preds=True)
     out = Path(out_dir) if out_dir else path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    png = out / "confusion.png"
-    plot_confusion(png, matrix, meta["classes"], f"{meta['model']} on {name}: top-1 {res['top1']:.2f}%")
-    result = {"checkpoint": str(path), "model": meta["model"], "dataset": name, "images": len(labels),
-              "top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "per_class_top1": per_class,
-              "confusion_matrix": matrix.tolist(), "confusion_png": str(png)}
+    result = {"checkpoint": str(path), "model": meta["model"], "dataset": name,
+              **_report(res, data.test.labels, meta, out / "confusion.png", f"{meta['model']} on {name}")}
     atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
     return result
 
@@ -168,31 +182,18 @@ def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset:
         raise ValueError(f"{model_file} takes {fmeta.get('input_size')}x{fmeta.get('input_size')} images but {path} "
                          f"was trained at {meta['input_size']}x{meta['input_size']}; evaluate a file exported from "
                          "this run (without --input)")
-    name = dataset or meta["dataset"]
-    data = load_dataset(name, data_dir or default_data_dir(), download=True)
-    if data.num_classes != n:
-        raise ValueError(f"{path} was trained for {n} classes but {name} has {data.num_classes}; "
-                         "evaluate on a data set with the same classes (--dataset)")
-    sizes = resize_steps(data.test.images.shape[-1], data.size, int(meta["input_size"]))
-    norm = ToModelInput(meta["mean"], meta["std"], sizes, torch.device("cpu"))
+    name, data = test_split_of(meta, path, dataset, data_dir)
+    norm = eval_preprocess(data, meta, torch.device("cpu"))
     fp32 = contextlib.nullcontext
     ref = evaluate(model, data.test, norm, batch_size, fp32, n, with_preds=True)
     res = evaluate(runner, data.test, norm, batch_size, fp32, n, with_preds=True)
-    preds, labels = res.pop("preds"), data.test.labels
-    matrix = torch.bincount(labels * n + preds, minlength=n * n).view(n, n)
-    per_class = {c: round(100.0 * matrix[i, i].item() / max(matrix[i].sum().item(), 1), 3)
-                 for i, c in enumerate(meta["classes"])}
     out = Path(out_dir) if out_dir else model_file.parent
-    out.mkdir(parents=True, exist_ok=True)
     stem = model_file.name[:-len(".onnx")]
-    png = out / f"{stem}.confusion.png"
-    precision = "int8" if runner.int8 else "fp32"
-    plot_confusion(png, matrix, meta["classes"], f"{model_file.name} on {name}: top-1 {res['top1']:.2f}%")
-    result = {"model_file": str(model_file), "precision": precision, "checkpoint": str(path), "model": meta["model"],
-              "dataset": name, "images": len(labels), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
-              "per_class_top1": per_class, "confusion_matrix": matrix.tolist(), "confusion_png": str(png),
+    result = {"model_file": str(model_file), "precision": "int8" if runner.int8 else "fp32", "checkpoint": str(path),
+              "model": meta["model"], "dataset": name,
+              **_report(res, data.test.labels, meta, out / f"{stem}.confusion.png", f"{model_file.name} on {name}"),
               "checkpoint_top1": ref["top1"], "checkpoint_top5": ref["top5"],
-              "predictions_differ": int((preds != ref["preds"]).sum()),
+              "predictions_differ": int((res["preds"] != ref["preds"]).sum()),
               "file_bytes": model_file.stat().st_size}
     if runner.int8:
         result["int8"] = fmeta["int8"]

@@ -38,13 +38,18 @@ def open_run(cfg: TrainConfig | None, out, resume, resume_epochs: int | None,
     if not (run / "config.yaml").is_file() or not (run / "last.state.pt").is_file():
         raise FileNotFoundError(f"{run} is not a resumable run: it needs config.yaml, last.safetensors and "
                                 "last.state.pt (written after the first finished epoch)")
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    cfg = config_from_dict({k: v for k, v in saved.items() if k not in DERIVED_KEYS})
+    cfg = read_run_config(run)
     if resume_epochs is not None:
         cfg.epochs = resume_epochs
     if (run / "results.json").is_file() and resume_epochs is None:
         raise ValueError(f"{run} has finished (results.json exists); to train longer pass --set epochs=N")
     return cfg, run
+
+
+def read_run_config(run: Path) -> TrainConfig:
+    """The configuration a run recorded in ``run/config.yaml`` (its derived keys left out)."""
+    saved = yaml.safe_load((Path(run) / "config.yaml").read_text())
+    return config_from_dict({k: v for k, v in saved.items() if k not in DERIVED_KEYS})
 
 
 def write_config(run: Path, resolved: dict) -> None:
