@@ -19,13 +19,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ghostnest import create_model
 from ghostnest.train import checkpoint as ckpt
 from ghostnest.train import resolve_config, train, trainer
 
 TINY = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1, "drop_rate": 0.0}
 TINY_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
 PYTHON = sys.executable
-CREATE_MODEL = trainer.create_model
+CREATE_MODEL = trainer.create_recipe_model
 
 
 def config(**extra):
@@ -68,7 +69,7 @@ def _capture_models(exact: bool) -> list:
         built.append(group_norm_instead_of_batch_norm(model) if exact else model)
         return model
 
-    trainer.create_model = create
+    trainer.create_recipe_model = create
     return built
 
 
@@ -117,14 +118,14 @@ def last_weights(run):
 
 
 def test_two_ranks_equal_one_process_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "create_model", lambda *a, **k: group_norm_instead_of_batch_norm(CREATE_MODEL(*a, **k)))
+    monkeypatch.setattr(trainer, "create_recipe_model", lambda *a, **k: group_norm_instead_of_batch_norm(CREATE_MODEL(*a, **k)))
     train(config(), tmp_path / "one", device="cpu", progress=False)  # 1 process, batch 16 vs 2 ranks x 8
     one = last_weights(tmp_path / "one")
     r0 = last_weights(two_ranks / "exact")  # rank 0 writes; rank 1 kept its own copy
     r1 = torch.load(two_ranks / "exact-rank1.pt", weights_only=True)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # DDP keeps the replicas bit-identical
     torch.manual_seed(0)  # the run's seed: its initial weights
-    init = group_norm_instead_of_batch_norm(CREATE_MODEL("ghostmixnet", num_classes=4, **TINY)).state_dict()
+    init = group_norm_instead_of_batch_norm(create_model("ghostmixnet", num_classes=4, **TINY)).state_dict()
     moved = max((r0[k] - init[k]).abs().max().item() for k in r0)
     diff = max((r0[k] - one[k]).abs().max().item() for k in r0)
     assert moved > 1e-3 and diff < 1e-5, (moved, diff)  # trained, and the same training as one process

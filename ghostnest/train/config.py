@@ -264,20 +264,24 @@ def model_options(model) -> dict:
     return json.loads(json.dumps({"num_classes": getattr(model, "num_classes", None), **options}))
 
 
+def create_recipe_model(cfg: TrainConfig, num_classes: int | None):
+    """``cfg``'s model with its ``model_kwargs`` (``num_classes`` if given); a ``ValueError`` naming the
+    ``--set model_kwargs.*`` options a model rejects."""
+    from ..registry import create_model
+
+    kwargs = dict(cfg.model_kwargs, **({"num_classes": num_classes} if num_classes else {}))
+    try:
+        return create_model(cfg.model, **kwargs)
+    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
+        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
+                         "the --set model_kwargs.* options") from None
+
+
 def recipe_model_options(cfg: TrainConfig) -> dict:
     """:func:`model_options` of ``cfg``'s model, built on the ``meta`` device (no memory, no weights)."""
     import torch
 
-    from ..registry import create_model
-
     from ..data.datasets import dataset_classes
 
-    num_classes = cfg.num_classes or dataset_classes(cfg.dataset)
-    kwargs = dict(cfg.model_kwargs, **({"num_classes": num_classes} if num_classes else {}))
-    try:
-        with torch.device("meta"):
-            model = create_model(cfg.model, **kwargs)
-    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
-        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
-                         "the --set model_kwargs.* options") from None
-    return model_options(model)
+    with torch.device("meta"):
+        return model_options(create_recipe_model(cfg, cfg.num_classes or dataset_classes(cfg.dataset)))

@@ -8,6 +8,7 @@ import threading
 
 from .distributed import Dist
 
+
 class StopRequest:
     """SIGTERM / SIGINT -> ``self.signum``; the loop saves at the next step boundary and returns.
 

@@ -15,9 +15,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..data import build_train_pipeline, default_data_dir, load_dataset
 from ..layers.fused import use_fast_mish
-from ..registry import create_model
 from ..stats import count_params
-from .config import TrainConfig, config_to_dict, model_options, parse_overrides, resolve_config
+from .config import (TrainConfig, config_to_dict, create_recipe_model, model_options, parse_overrides,
+                     resolve_config)
 from .distributed import Dist, peer_failure, setup
 from .engine import RunContext, fit
 from .metrics import write_metrics
@@ -113,11 +113,7 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
 
 def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist) -> tuple[torch.nn.Module, int]:
     """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last as asked) and its parameter count."""
-    try:
-        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
-    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
-        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
-                         "the --set model_kwargs.* options") from None
+    model = create_recipe_model(cfg, num_classes)
     params = count_params(model)
     use_fast_mish(model)  # Mish as one compiled kernel (ME-NeSt-Ghost); GHOSTNEST_FAST_MISH=0 keeps F.mish
     if cfg.sync_bn and dist.world > 1:
@@ -152,10 +148,9 @@ def train_command(recipe: str | None = None, overrides: list[str] = (), out=None
             if int(os.environ.get("RANK", 0)) == 0:
                 print(f"{out}: finished earlier (results.json); nothing to do")
             return None
-        if plan == "resume":
-            epochs = extra.get("epochs")
-            resume, recipe, overrides = out, None, [f"epochs={epochs}"] if epochs else []
-            extra = parse_overrides(overrides)
+        if plan == "resume":  # the run's own configuration; only a longer epoch count carries over
+            resume, recipe = out, None
+            extra = {"epochs": extra["epochs"]} if extra.get("epochs") else {}
     if resume:
         if recipe or set(extra) - {"epochs"}:
             raise ValueError(f"--resume takes the configuration from {resume}/config.yaml; drop --recipe and "
