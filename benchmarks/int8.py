@@ -5,7 +5,8 @@
 RUN_DIR is a quickstart run (`make run`: GhostMixNet on digits). For it: the fused fp32 export and the
 ``--int8`` export, their size on disk, digits test top-1 (and predictions changed against the fp32 checkpoint),
 latency and images/s in onnxruntime at batch 1 and 32 with 1 thread and with every core, interleaved with the
-fused network in PyTorch. Then ME-NeSt-Ghost-S and EfficientNet-V2-S (untrained, as registered) at 128x128: size
+fused network in PyTorch. Then ME-NeSt-Ghost-S, EfficientNet-V2-S (untrained, as registered) and ME-NeSt-Ghost-S
+with ReLU in place of Mish (the architecture without its float activation) at 128x128: size
 and batch-1 latency of fp32 and int8 files (calibrated on random images: the latency does not depend on the
 weights). With ``--doc`` the section is written into that file (replacing an earlier one).
 """
@@ -51,15 +52,23 @@ def ghostmixnet_rows(run: Path, out: Path, repeats: int, say) -> dict:
 
 
 def paper_model_rows(out: Path, repeats: int, say) -> dict:
+    """fp32 and int8 files of ME-NeSt-Ghost-S and EfficientNet-V2-S at 128x128, plus ME-NeSt-Ghost-S with ReLU in
+    place of Mish (not the paper's network: it shows what the architecture costs without its float Mish)."""
+    import ghostnest
     from ghostnest.bench.model_files import bench_model_files
-    from ghostnest.export import export
+    from ghostnest.export import export, export_model
     from ghostnest.quantize import quantize_onnx
 
     files = []
-    for name in ("menest_ghost_s", "efficientnetv2_s"):
+    for name in ("menest_ghost_s", "efficientnetv2_s", "menest_ghost_s_relu"):
         fp32, int8 = out / f"{name}-128.onnx", out / f"{name}-128.int8.onnx"
         say(f"exporting {name} at 128x128")
-        export(name, "onnx", fp32, input_size=128, fuse=True)
+        if name == "menest_ghost_s_relu":
+            model = ghostnest.create_model("menest_ghost_s", act="relu").eval()
+            export_model(ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime"), "onnx", fp32, 128,
+                         {"model": "menest_ghost_s", "model_kwargs": {"act": "relu"}, "num_classes": 100})
+        else:
+            export(name, "onnx", fp32, input_size=128, fuse=True)
         calib = torch.randn(32, 3, 128, 128, generator=torch.Generator().manual_seed(0))
         quantize_onnx(fp32, int8, calib)
         files += [fp32, int8]
@@ -99,7 +108,9 @@ def markdown(res: dict) -> str:
                          f"{r['images_per_s'] / base['images_per_s']:.2f}x |")
     p = res["paper_models"]
     lines += ["", "**ME-NeSt-Ghost-S and EfficientNet-V2-S** at 128x128 (untrained weights, 100 classes; batch 1, "
-              "1 thread, onnxruntime):", "", "| file | size | latency (ms) | images/s |", "|---|---|---|---|"]
+              "1 thread, onnxruntime). `menest_ghost_s_relu` is ME-NeSt-Ghost-S with ReLU in place of Mish: not the "
+              "paper's network, it shows what the architecture costs without its float Mish (docs/deployment.md, "
+              "\"ME-NeSt-Ghost-S: the bound\"):", "", "| file | size | latency (ms) | images/s |", "|---|---|---|---|"]
     for r in p["timing"]:
         fname = r["name"].split(" ")[0]
         lines.append(f"| {fname} | {_mb(p['files'][fname])} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} |")

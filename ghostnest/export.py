@@ -69,6 +69,8 @@ def export_model(
     # ONNX, through torch's dynamo-based exporter
     import onnx
 
+    from .onnx_graph import rewrite_mish
+
     dynamic = None if fixed else {"x": {0: batch_dim}}
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
         program = torch.onnx.export(
@@ -76,6 +78,7 @@ def export_model(
             input_names=["x"], output_names=["logits"],
         )
     proto = program.model_proto
+    rewrite_mish(proto)  # onnxruntime's own Mish runs through its slow Softplus kernel
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta_json
@@ -212,8 +215,9 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
            calib_method: str | None = None, float_layers: str | list[str] | None = None,
            data_dir: str | None = None) -> Path:
     """``ghostnest export``: load ``source`` (checkpoint, run directory or model name) and export it; with
-    ``fuse``, the :func:`ghostnest.fuse` inference model (BN folded into convolutions, MixConv groups merged),
-    with PyTorch's own Mish so the graph stays standard operators.
+    ``fuse``, the :func:`ghostnest.fuse` inference model (BN folded into convolutions, MixConv groups laid out for
+    onnxruntime in an ONNX file, for PyTorch otherwise), with PyTorch's own Mish so the graph stays standard
+    operators. Every ONNX file computes Mish by the exact formula of :func:`ghostnest.onnx_graph.rewrite_mish`.
 
     With ``int8`` (ONNX only), a post-training statically quantized file (:func:`ghostnest.quantize.export_int8`):
     fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
@@ -232,6 +236,6 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     if fuse:
         from .fuse import fuse as fuse_model
 
-        model = fuse_model(model, fast_mish=False)
+        model = fuse_model(model, fast_mish=False, runtime="onnxruntime" if fmt == "onnx" else "torch")
         meta["fused"] = True
     return export_model(model, fmt, out, int(meta.pop("input_size")), meta, batch)

@@ -20,9 +20,17 @@ being folded (tests/test_fuse.py checks it on every model family).
 - timm's EfficientNet-V2 (the baselines), through one adapter on timm's public structure (a ``Conv2d`` child
   followed by a ``BatchNormAct2d`` child): stem, head and every block's pair; the BN is replaced by its activation. So both sides of a comparison get the same treatment.
 
-A MixConv (ME-NeSt-Ghost, section 3.1.1) with BN folded becomes one depthwise ``nn.Conv2d`` with zero-padded kernels
-where its implementation resolves to ``"single"`` (channel multiplier 1 by default), and otherwise stays a
-:class:`~ghostnest.layers.MixConv2d` pinned to its implementation with the BN folded into each group's bias.
+A MixConv (ME-NeSt-Ghost, section 3.1.1) with BN folded is laid out for the runtime that will run it (``runtime``):
+
+- ``"torch"`` (PyTorch, oneDNN): one depthwise ``nn.Conv2d`` with zero-padded kernels where its implementation
+  resolves to ``"single"`` (channel multiplier 1 by default), otherwise a :class:`~ghostnest.layers.MixConv2d`
+  pinned to its implementation with the BN folded into each group's bias.
+- ``"onnxruntime"`` (ONNX exports): one depthwise convolution with zero-padded kernels (after repeating the input
+  channels for a multiplier above 1) where a kernel group's channel count is not a multiple of
+  :data:`ORT_DEPTHWISE_VECTOR`, otherwise separate depthwise convolutions per kernel group. onnxruntime's depthwise
+  kernels run channels in vectors of that width and the remainder far slower (a 12-channel 9x9 group took 13x the
+  time per multiply-add of a 960-channel one), while merging pays for the zero taps (81 per channel for 3-9 kernels
+  against 41 on average). Measured on ME-NeSt-Ghost-S at 128x128: docs/deployment.md.
 """
 from __future__ import annotations
 
@@ -36,7 +44,10 @@ from .layers.fused import FusedGhostModule, use_fast_mish
 from .layers.ghost import GhostModule
 from .layers.mixconv import MixConv2d
 
-__all__ = ["fuse", "fold_bn_into_conv", "undeclared_batchnorms"]
+__all__ = ["fuse", "fold_bn_into_conv", "undeclared_batchnorms", "RUNTIMES"]
+
+RUNTIMES = ("torch", "onnxruntime")
+ORT_DEPTHWISE_VECTOR = 16  # channels per vector in onnxruntime's depthwise convolution kernels (measured)
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,20 +83,48 @@ def _fold_mixconv(mix: MixConv2d, scale: torch.Tensor, shift: torch.Tensor) -> M
     return mix
 
 
-def _merge_mixconv(mix: MixConv2d) -> nn.Module:
-    """One ``nn.Conv2d`` equal to ``mix`` where its implementation is ``"single"`` (else ``mix``, pinned)."""
-    impl = mix.resolved_impl()
-    mix.impl = impl
-    if impl != "single" and len(mix.convs) > 1:
-        return mix
+class RepeatChannels(nn.Module):
+    """Each input channel repeated ``repeats`` times in place (``x.repeat_interleave(repeats, dim=1)``): the input
+    of a merged MixConv with channel multiplier ``repeats``, whose output channel ``c * repeats + j`` reads input
+    channel ``c``."""
+
+    def __init__(self, repeats: int):
+        super().__init__()
+        self.repeats = repeats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.repeats, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"repeats={self.repeats}"
+
+
+def _merged_conv(mix: MixConv2d, groups: int) -> nn.Conv2d:
+    """The single depthwise convolution of ``mix``'s zero-padded kernels (``groups``: its input channels)."""
     weight, bias = mix.merged_weight()
     k = weight.shape[-1]
-    conv = nn.Conv2d(mix.in_channels, mix.out_channels, k, mix.stride, k // 2, groups=mix.in_channels,
-                     bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    conv = nn.Conv2d(groups, mix.out_channels, k, mix.stride, k // 2, groups=groups, bias=bias is not None,
+                     device=weight.device, dtype=weight.dtype)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     if bias is not None:
         conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
     return conv
+
+
+def _merge_mixconv(mix: MixConv2d, runtime: str) -> nn.Module:
+    """``mix`` laid out for ``runtime`` (see the module docstring): merged convolution(s), or ``mix`` pinned."""
+    m = mix.multiplier
+    if runtime == "onnxruntime":
+        if len(mix.convs) > 1 and all(c * m % ORT_DEPTHWISE_VECTOR == 0 for c in mix.splits):
+            mix.impl = "repeat" if m > 1 else "split"
+            return mix
+        conv = _merged_conv(mix, mix.out_channels)
+        return nn.Sequential(RepeatChannels(m), conv) if m > 1 else conv
+    impl = mix.resolved_impl()
+    mix.impl = impl
+    if impl != "single" and len(mix.convs) > 1:
+        return mix
+    return _merged_conv(mix, mix.in_channels)
 
 
 def _bn_replacement(bn: nn.Module) -> nn.Module:
@@ -173,9 +212,9 @@ def undeclared_batchnorms(model: nn.Module) -> list[str]:
     return found
 
 
-def _fuse_tree(module: nn.Module) -> None:
+def _fuse_tree(module: nn.Module, runtime: str) -> None:
     for child in module.children():
-        _fuse_tree(child)
+        _fuse_tree(child, runtime)
     for conv_name, bn_name in _named_pairs(module):
         conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
         if conv is None or bn is None:
@@ -186,7 +225,7 @@ def _fuse_tree(module: nn.Module) -> None:
             module._modules[bn_name] = _bn_replacement(bn)
     for name, child in list(module._modules.items()):
         if isinstance(child, MixConv2d):
-            module._modules[name] = _merge_mixconv(child)
+            module._modules[name] = _merge_mixconv(child, runtime)
 
 
 def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -196,23 +235,25 @@ def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
 
-def fuse(model: nn.Module, fast_mish: bool = True) -> nn.Module:
+def fuse(model: nn.Module, fast_mish: bool = True, runtime: str = "torch") -> nn.Module:
     """An eval-only, fused copy of ``model`` (any registered model: ours or timm's EfficientNet-V2).
 
     Folds every BatchNorm into the convolution before it (also a BN after a linear Ghost module's concatenation,
     into both parts), merges each MixConv's kernel groups into one depthwise convolution where that is the faster
-    implementation (:func:`~ghostnest.layers.mixconv.set_default_mixconv_impl`), and with ``fast_mish`` computes
-    Mish through one compiled kernel (:class:`~ghostnest.layers.fused.FastMish`). ``model`` itself is left
+    implementation on ``runtime`` (``"torch"``, or ``"onnxruntime"`` for an ONNX export; see the module docstring),
+    and with ``fast_mish`` computes Mish through one compiled kernel (:class:`~ghostnest.layers.fused.FastMish`). ``model`` itself is left
     untouched. The copy keeps the original's memory format (e.g. channels_last), refuses ``train()``, and gives the
     unfused model's eval-mode outputs within float32 rounding.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not valid; choose one of {RUNTIMES}")
     fused = copy.deepcopy(model).eval()
     channels_last = any(
         p.dim() == 4 and p.shape[2] * p.shape[3] > 1 and p.is_contiguous(memory_format=torch.channels_last)
         and not p.is_contiguous() for p in model.parameters()
     )
     with torch.no_grad():
-        _fuse_tree(fused)
+        _fuse_tree(fused, runtime)
     if fast_mish:
         use_fast_mish(fused)
     fused.requires_grad_(False)

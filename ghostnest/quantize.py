@@ -26,6 +26,7 @@ import torch
 
 from .export import METADATA_KEY, export_model, load_for_export, read_metadata
 from .fileio import atomic_path
+from .onnx_graph import rewrite_for_int8, unshare_initializers
 
 # Layer groups that may be kept in float; each maps an ONNX node of the exported graph by the PyTorch module it came
 # from (the exporter's ``namespace`` metadata) or by its operator.
@@ -51,165 +52,26 @@ def parse_float_layers(text: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def node_group(node) -> str | None:
-    """The layer group (one of :data:`LAYER_GROUPS`) an ONNX node belongs to, or ``None``."""
+def node_groups(node) -> set[str]:
+    """The layer groups (of :data:`LAYER_GROUPS`) an ONNX node belongs to: none, one, or two (a Mish inside a
+    Squeeze-Excitation is in ``se`` and in ``mish``; either keeps it in float)."""
     scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    groups = set()
     if node.op_type in ("Gemm", "MatMul"):  # the only fully connected layer of these networks is the classifier
-        return "classifier"
+        return {"classifier"}
     if "SqueezeExcite" in scope or ".se." in scope or ".se:" in scope:
-        return "se"
-    if "SplitAttention" in scope or node.op_type == "Softmax":
-        return "attention"
+        groups.add("se")
+    elif "SplitAttention" in scope or node.op_type == "Softmax":
+        groups.add("attention")
     if node.op_type in ("Mish", "Softplus", "Tanh") or "mish" in scope.rsplit("/", 1)[-1].lower():
-        return "mish"
-    return None
+        groups.add("mish")
+    return groups
 
 
 def nodes_in_groups(model, groups: Iterable[str]) -> list[str]:
     """Names of the nodes of ``model`` (an ``onnx.ModelProto``) in any of ``groups``."""
     groups = set(groups)
-    return [n.name for n in model.graph.node if groups and node_group(n) in groups]
-
-
-# --- graph rewrites onnxruntime's quantizer does not make --------------------------------------------------------
-
-def _per_channel(arr) -> bool:
-    return arr is not None and arr.ndim in (3, 4) and all(d == 1 for d in arr.shape[-2:]) and \
-        (arr.ndim == 3 or arr.shape[0] == 1)
-
-
-def rewrite_for_int8(model) -> dict[str, int]:
-    """Rewrite, in place and exactly, the float operators of an exported fp32 graph that onnxruntime's QDQ
-    quantizer would leave in float (each costing a dequantize, a float kernel, a quantize and layout transposes)
-    into operators it quantizes:
-
-    - ``BatchNormalization`` (a BN that no convolution precedes, e.g. GhostMixNet's BN after the activated Ghost
-      module) -> a depthwise 1x1 ``Conv`` with the BN's per-channel scale and shift;
-    - ``Mul`` by a per-channel constant followed by ``Add`` of one (the fused linear Ghost module's folded BN)
-      -> a depthwise 1x1 ``Conv``;
-    - ``ReduceMean`` over the spatial axes with ``keepdims`` (the Squeeze-Excitation squeeze) -> ``GlobalAveragePool``;
-    - ``Mish`` (which onnxruntime expands to ``Softplus``, whose CPU kernel took over half of ME-NeSt-Ghost-S's time)
-      -> ``x * n / (n + 2)`` with ``n = e (e + 2)``, ``e = exp(min(x, 20))``: the identity
-      ``tanh(softplus(x)) = n / (n + 2)`` (exact; above 20 both are 1 in float32), kept in float (group ``mish``).
-
-    Returns how many of each were rewritten.
-    """
-    import onnx
-
-    rewriter = _Int8Rewriter(model.graph)
-    nodes = []
-    for node in model.graph.node:
-        if id(node) in rewriter.drop:
-            continue
-        nodes.extend(rewriter.rewrite(node) or [node])
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    model.graph.initializer.extend(rewriter.new_inits)
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    onnx.checker.check_model(model)
-    return rewriter.counts
-
-
-class _Int8Rewriter:
-    """The four exact rewrites of :func:`rewrite_for_int8`, one method each; ``rewrite(node)`` returns the
-    replacement nodes, or ``None`` to keep ``node``."""
-
-    MISH_CLIP, MISH_TWO = "ghostnest.mish.clip", "ghostnest.mish.two"
-
-    def __init__(self, graph):
-        self.inits = {i.name: i for i in graph.initializer}
-        self.consumers: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in graph.output}
-        self.new_inits, self.drop = [], set()
-        self.counts = {"BatchNormalization": 0, "Mul+Add": 0, "ReduceMean": 0, "Mish": 0}
-
-    def const(self, name):
-        from onnx import numpy_helper
-
-        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
-
-    def rewrite(self, n) -> list | None:
-        method = {"BatchNormalization": self.batchnorm, "Mul": self.mul_add, "Mish": self.mish,
-                  "ReduceMean": self.reduce_mean}.get(n.op_type)
-        return method(n) if method else None
-
-    def depthwise(self, node_name, x, y, scale, shift, source):
-        from onnx import helper, numpy_helper
-
-        c = scale.shape[0]
-        w_name, b_name = f"{node_name}.dw_weight", f"{node_name}.dw_bias"
-        self.new_inits.append(numpy_helper.from_array(scale.reshape(c, 1, 1, 1).astype(np.float32), w_name))
-        self.new_inits.append(numpy_helper.from_array(shift.reshape(c).astype(np.float32), b_name))
-        conv = helper.make_node("Conv", [x, w_name, b_name], [y], name=node_name, group=c, kernel_shape=[1, 1],
-                                strides=[1, 1], pads=[0, 0, 0, 0])
-        conv.metadata_props.extend(source.metadata_props)
-        return conv
-
-    def batchnorm(self, n):
-        if len(n.output) != 1 or not all(i in self.inits for i in n.input[1:5]):
-            return None
-        gamma, beta, mean, var = (self.const(i).astype(np.float64) for i in n.input[1:5])
-        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
-        scale = gamma / np.sqrt(var + eps)
-        self.counts["BatchNormalization"] += 1
-        return [self.depthwise(n.name, n.input[0], n.output[0], scale, beta - mean * scale, n)]
-
-    def mul_add(self, n):
-        if n.output[0] in self.outputs or len(self.consumers.get(n.output[0], [])) != 1:
-            return None
-        x, s = (n.input[0], self.const(n.input[1])) if n.input[1] in self.inits else (n.input[1],
-                                                                                         self.const(n.input[0]))
-        add = self.consumers[n.output[0]][0]
-        if not _per_channel(s) or add.op_type != "Add":
-            return None
-        b = self.const(add.input[1] if add.input[0] == n.output[0] else add.input[0])
-        if not _per_channel(b) or b.shape != s.shape:
-            return None
-        self.drop.add(id(add))
-        self.counts["Mul+Add"] += 1
-        scale, shift = s.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
-        return [self.depthwise(add.name, x, add.output[0], scale, shift, n)]
-
-    def mish(self, n):
-        from onnx import helper, numpy_helper
-
-        if not self.counts["Mish"]:
-            for name, value in ((self.MISH_CLIP, 20.0), (self.MISH_TWO, 2.0)):
-                self.new_inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
-        x, y, p = n.input[0], n.output[0], f"{n.name}.mish"
-        scope = next((m.value for m in n.metadata_props if m.key == "namespace"), "")
-        two = self.MISH_TWO
-        steps = [("Min", [x, self.MISH_CLIP], f"{p}.clip"), ("Exp", [f"{p}.clip"], f"{p}.e"),
-                 ("Add", [f"{p}.e", two], f"{p}.e2"), ("Mul", [f"{p}.e", f"{p}.e2"], f"{p}.n"),
-                 ("Add", [f"{p}.n", two], f"{p}.d"), ("Div", [f"{p}.n", f"{p}.d"], f"{p}.t"),
-                 ("Mul", [x, f"{p}.t"], y)]
-        nodes = []
-        for op, ins, out in steps:
-            node = helper.make_node(op, ins, [out], name=n.name if out == y else out)
-            node.metadata_props.add(key="namespace", value=f"{scope}/mish")
-            nodes.append(node)
-        self.counts["Mish"] += 1
-        return nodes
-
-    def reduce_mean(self, n):
-        from onnx import helper
-
-        if len(n.input) != 2 or n.input[1] not in self.inits:
-            return None
-        axes = sorted(int(a) % 4 for a in self.const(n.input[1]).reshape(-1))
-        keep = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
-        if axes != [2, 3] or keep != 1:
-            return None
-        gap = helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), name=n.name)
-        gap.metadata_props.extend(n.metadata_props)
-        self.counts["ReduceMean"] += 1
-        return [gap]
+    return [n.name for n in model.graph.node if node_groups(n) & groups]
 
 
 # --- calibration data ------------------------------------------------------------------------------------------
@@ -303,6 +165,9 @@ def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, met
                 if n.name in named:
                     n.metadata_props.extend(named[n.name].metadata_props)
         exclude = nodes_in_groups(model, float_layers)
+        unshare_initializers(model, exclude)
+        src = Path(tmp) / "unshared.onnx"
+        onnx.save(model, str(src))
         inp = model.graph.input[0]
         fixed = inp.type.tensor_type.shape.dim[0].dim_value  # 0 when the batch dimension is dynamic
         options = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True, **(extra or {})}
@@ -340,7 +205,7 @@ def export_int8(source: str | Path, out: str | Path, input_size: int | None = No
     model, meta = load_for_export(source, input_size)
     run_dir = resolve_checkpoint_path(source).parent if Path(source).exists() else None
     calib, facts = calibration_images(meta, run_dir, calib_images, data_dir)
-    model = fuse(model, fast_mish=False)
+    model = fuse(model, fast_mish=False, runtime="onnxruntime")
     meta["fused"] = True
     size = int(meta.pop("input_size"))
     meta["int8"] = {
@@ -364,6 +229,6 @@ def is_int8(path: str | Path) -> bool:
     return "int8" in read_metadata(path)
 
 
-__all__ = ["export_int8", "quantize_onnx", "calibration_images", "parse_float_layers", "node_group", "LAYER_GROUPS",
+__all__ = ["export_int8", "quantize_onnx", "calibration_images", "parse_float_layers", "node_groups", "LAYER_GROUPS",
            "DEFAULT_FLOAT_LAYERS", "DEFAULT_CALIB_IMAGES", "METADATA_KEY", "is_int8", "rewrite_for_int8",
            "nodes_in_groups"]

@@ -221,3 +221,24 @@ def test_bench_times_onnxruntime_beside_torch():
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["params"] == rows[0]["params"]
     with pytest.raises(ValueError, match="--runtime onnxruntime times CPU fp32 inference"):
         bench_models(["ghostmixnet"], mode="train", device="cpu", runtime="onnxruntime", model_kwargs=tiny)
+
+
+def test_onnx_export_of_the_onnxruntime_layout_is_exact_and_has_no_softplus(tmp_path):
+    """An ONNX file computes Mish by the exact formula (onnxruntime's own Mish runs through a slow Softplus), and the
+    MixConv layout for onnxruntime (merged narrow groups, split wide ones) exports and matches the unfused model."""
+    import onnx
+    import onnxruntime as ort
+
+    from test_fuse import _calibrate_block, _ort_chain
+
+    model = _calibrate_block(_ort_chain(), 3)
+    fused = ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime")
+    path = export_model(fused, "onnx", tmp_path / "c.onnx", 12, {"model": "chain"}, batch=2)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ops.isdisjoint({"Mish", "Softplus"}) and "Exp" in ops
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.std() > 1e-2
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)

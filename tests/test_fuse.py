@@ -176,3 +176,35 @@ def test_undeclared_batchnorm_is_detected():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), Block())
     assert undeclared_batchnorms(model) == ["1"]
     assert len(_bns(ghostnest.fuse(model, fast_mish=False))) == 1
+
+
+def _ort_chain():
+    """A stem and two blocks whose MixConvs cover both onnxruntime layouts: narrow groups (merged, with a repeat for
+    a channel multiplier) and groups of 16 or more channels (kept split)."""
+    torch.manual_seed(0)
+    cfg = MENeStConfig()
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), MSBlock(8, 64, 1, 1, cfg), MSGhostBlock(64, 64, 1, 4, cfg))
+
+
+def test_fuse_for_onnxruntime_lays_out_mixconv_by_group_width():
+    from ghostnest.fuse import ORT_DEPTHWISE_VECTOR, RepeatChannels
+
+    model = _calibrate_block(_ort_chain(), 3)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = model(x)
+        fused = ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime")
+        out = fused(x)
+    assert ref.std() > 1e-2
+    torch.testing.assert_close(out, ref, atol=TOL * max(1.0, ref.abs().max().item()), rtol=0)
+    kept = [m for m in fused.modules() if isinstance(m, MixConv2d)]
+    narrow = [m for m in model.modules()
+              if isinstance(m, MixConv2d) and any(c * m.multiplier % ORT_DEPTHWISE_VECTOR for c in m.splits)]
+    assert kept and narrow  # both layouts occur in this chain
+    assert all(m.impl in ("split", "repeat") and all(c * m.multiplier % ORT_DEPTHWISE_VECTOR == 0 for c in m.splits)
+               for m in kept)
+    repeats = [m for m in fused.modules() if isinstance(m, RepeatChannels)]
+    assert len(repeats) == sum(m.multiplier > 1 for m in narrow) > 0
+    assert len(kept) + len(narrow) == sum(isinstance(m, MixConv2d) for m in model.modules())
+    with pytest.raises(ValueError, match="runtime='tflite' is not valid"):
+        ghostnest.fuse(model, runtime="tflite")

@@ -225,3 +225,57 @@ def test_bench_cli_times_model_files(files, capsys):
     assert main(["bench", "ghostmixnet", "--model-file", str(fp32)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "drop the model names" in err and "\n" not in err
+
+
+def test_menest_blocks_quantize_with_mish_in_float_and_no_dequantized_constants(tmp_path):
+    """ME-NeSt-Ghost blocks (Split-Attention, SE with Mish inside, Mix-GhostConv) through the whole int8 path: every
+    Mish node stays float, including the one inside the Squeeze-Excitation (groups ``se`` and ``mish`` both hold
+    it), no float node reads a constant through a ``DequantizeLinear`` (constants that onnxruntime's optimiser
+    merged are copied apart first), and the int8 output follows the fp32 one."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ghostnest.quantize import node_groups, quantize_onnx
+    from test_fuse import _calibrate_block, _ort_chain
+
+    model = _calibrate_block(_ort_chain(), 3)
+    fused = ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime")
+    fp32 = export_model(fused, "onnx", tmp_path / "c.onnx", 12, {"model": "chain"}, batch=2)
+    proto = onnx.load(str(fp32))
+    assert any(node_groups(n) == {"se", "mish"} for n in proto.graph.node)
+    calib = torch.randn(16, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    q = onnx.load(str(quantize_onnx(fp32, tmp_path / "c.int8.onnx", calib)))
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    inner = {o for n in q.graph.node for o in n.output if ".mish." in o}  # the formula's intermediate tensors
+    assert inner and not inner & quantized
+    inits = {i.name for i in q.graph.initializer}
+    const_dq = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    float_nodes = [n for n in q.graph.node if n.op_type in ("Min", "Exp", "Add", "Div", "Mul") and ".mish" in n.name]
+    assert float_nodes and not any(set(n.input) & const_dq for n in float_nodes)
+    x = torch.randn(2, 3, 12, 12).numpy()
+    want, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for p in (fp32, tmp_path / "c.int8.onnx"))
+    assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean()
+
+
+def test_unshare_initializers_copies_constants_for_float_nodes_only():
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ghostnest.onnx_graph import unshare_initializers
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["a"], name="quantized"),
+         helper.make_node("Add", ["a", "two"], ["y"], name="float")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert unshare_initializers(proto, {"float"}) == 1
+    nodes = {n.name: n for n in proto.graph.node}
+    assert nodes["quantized"].input[1] == "two" and nodes["float"].input[1] != "two"
+    assert unshare_initializers(proto, {"float"}) == 0  # nothing shared any more
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.array([1, 2, 3], np.float32)})[0]
+    np.testing.assert_array_equal(got, [4, 6, 8])
