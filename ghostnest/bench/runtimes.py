@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checks import check_positive
 from .loop import Case, case_rows, first_call, interleave
@@ -79,15 +80,16 @@ def bench_sessions(
     return case_rows(cases, batch, repeats, warmup, {"runtime": "onnxruntime", "device": "cpu"})
 
 
-def onnxruntime_case(case: Case, x: torch.Tensor, input_size: int, say: Callable[[str], None]) -> Case:
-    """The ONNX export of ``case.model`` (as timed: fused or not) run by onnxruntime with torch's thread count,
-    named ``NAME [onnxruntime]``, its first call already run."""
+def onnxruntime_case(case: Case, model: nn.Module, x: torch.Tensor, input_size: int,
+                     say: Callable[[str], None]) -> Case:
+    """The ONNX export of ``model`` (``case``'s network; fused for onnxruntime where ``case`` times the fused one)
+    run by onnxruntime with torch's thread count, named ``NAME [onnxruntime]``, its first call already run."""
     import tempfile
 
     from ..export import OnnxClassifier, export_model
 
     say(f"exporting {case.name} to ONNX")
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_model(case.model, "onnx", f"{tmp}/{case.name}.onnx", input_size, {"model": case.name})
+        path = export_model(model, "onnx", f"{tmp}/{case.name}.onnx", input_size, {"model": case.name})
         classifier = OnnxClassifier(path, threads=torch.get_num_threads())
     return session_case(f"{case.name} [onnxruntime]", classifier.session, x.float(), case.extra, case.channels_last)

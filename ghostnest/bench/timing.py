@@ -33,6 +33,7 @@ from ..stats import count_flops, count_params
 from .checks import check_positive, check_run
 from .loop import Case, case_rows, first_call, interleave
 from .runtimes import onnxruntime_case
+from ..fuse import fuse as fuse_model
 from .step import make_step, prepare_model
 
 # Keys every row returned by bench_models has (tests and the --json output rely on them).
@@ -134,6 +135,8 @@ def bench_models(
             torch.manual_seed(seed)
             model = create_model(name, num_classes=num_classes, **kwargs)
             extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
+            if runtime == "onnxruntime" and fuse:  # the ONNX file gets the layout fused for onnxruntime
+                extra["onnx_model"] = fuse_model(model.eval(), fast_mish=False, runtime="onnxruntime")
             model = prepare_model(model.to(dev, memory_format=memory_format), mode, fuse)
             return (torch.compile(model) if compile else model), extra
 
@@ -230,7 +233,8 @@ def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, 
     """The one timing loop behind :func:`bench_models` and :func:`bench_variants`, arguments already checked.
 
     ``builders`` are ``(name, channels_last, build)``; ``build()`` returns the model ready to time and extra fields
-    for its row, and is called just before that model's first warm-up step, which runs alone (first-call time and
+    for its row (plus, under ``extra["onnx_model"]``, the network an onnxruntime row exports when that is not the
+    timed model: the one fused for onnxruntime), and is called just before that model's first warm-up step, which runs alone (first-call time and
     peak memory). The remaining warm-up and the ``repeats`` timed rounds then run interleaved, the starting model
     rotating each round.
     """
@@ -244,11 +248,12 @@ def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, 
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             inputs[channels_last] = x_cpu.to(dev).contiguous(memory_format=fmt)
         model, extra = build()
+        onnx_model = extra.pop("onnx_model", model)
         step = make_step(model, mode, inputs[channels_last], y, dev, tdtype)
         say(f"warming up {name}")
         cases.append(_warm_up(Case(name, step, channels_last, extra, model), dev, batch, input_size, compile))
         if runtime == "onnxruntime":
-            cases.append(onnxruntime_case(cases[-1], x_cpu, input_size, say))
+            cases.append(onnxruntime_case(cases[-1], onnx_model, x_cpu, input_size, say))
 
     say(f"timing {len(cases)} model(s) x {repeats} rounds, interleaved")
     interleave(cases, warmup, repeats)
