@@ -40,6 +40,7 @@ import types
 import torch
 from torch import nn
 
+from .layers.depthwise import SameConv2d
 from .layers.fused import FusedGhostModule, use_fast_mish
 from .layers.ghost import GhostModule
 from .layers.mixconv import MixConv2d
@@ -100,11 +101,12 @@ class RepeatChannels(nn.Module):
 
 
 def _merged_conv(mix: MixConv2d, groups: int) -> nn.Conv2d:
-    """The single depthwise convolution of ``mix``'s zero-padded kernels (``groups``: its input channels)."""
+    """The single depthwise convolution of ``mix``'s zero-padded kernels (``groups``: its input channels); a
+    :class:`~ghostnest.layers.depthwise.SameConv2d`, so the kernel taps that only meet padding are left out."""
     weight, bias = mix.merged_weight()
     k = weight.shape[-1]
-    conv = nn.Conv2d(groups, mix.out_channels, k, mix.stride, k // 2, groups=groups, bias=bias is not None,
-                     device=weight.device, dtype=weight.dtype)
+    conv = SameConv2d(groups, mix.out_channels, k, mix.stride, groups=groups, bias=bias is not None,
+                      device=weight.device, dtype=weight.dtype)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     if bias is not None:
         conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)

@@ -210,3 +210,33 @@ def test_mixconv_auto_counts_the_architecture_on_meta():
         m = MixConv2d(8, (3, 5, 7, 9), multiplier=2)
     with torch.no_grad():
         assert m.resolved_impl() == "split"
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_same_conv2d_leaves_out_dead_taps_exactly(k, multiplier):
+    """Maps smaller than the kernel's reach (1x1 up to wider than it, non-square too): the cropped convolution (or
+    per-channel scale, where only the centre tap is left) equals the full "same" convolution, forward and backward;
+    on the meta device the FLOP count stays the full kernel's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ghostnest.layers.depthwise import SameConv2d, same_conv2d
+
+    torch.manual_seed(0)
+    c = 6
+    weight = torch.randn(c * multiplier, 1, k, k, requires_grad=True)
+    bias = torch.randn(c * multiplier)
+    for h, w in [(1, 1), (2, 2), (3, 5), (4, 4), (k + 2, k + 2)]:
+        x = torch.randn(2, c, h, w, requires_grad=True)
+        want = F.conv2d(x, weight, bias, 1, k // 2, 1, c)
+        got = same_conv2d(x, weight, bias, 1, c)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, (x, weight), g),
+                                   torch.autograd.grad(want, (x, weight), g), atol=1e-4, rtol=1e-4)
+    conv = SameConv2d(c, c * multiplier, k, groups=c, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        conv(torch.empty(1, c, 1, 1, device="meta"))
+    assert counter.get_total_flops() == 2 * c * multiplier * k * k
+    with pytest.raises(ValueError, match="must be odd"):
+        SameConv2d(c, c, 4, groups=c)

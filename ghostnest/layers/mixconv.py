@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .depthwise import depthwise_conv2d
+from .depthwise import SameConv2d, depthwise_conv2d, same_conv2d
 
 # How MixConv2d runs its groups; every choice gives the same output (tests/test_speed_paths.py).
 #   "split":  one depthwise convolution per kernel group on a channel slice, outputs concatenated (the plain
@@ -114,7 +114,7 @@ class MixConv2d(nn.Module):
         self.multiplier = multiplier
         self.splits = split_channels(channels, len(kernel_sizes), partition)
         self.convs = nn.ModuleList(
-            nn.Conv2d(c, c * multiplier, k, stride, padding=k // 2, groups=c, bias=bias)
+            SameConv2d(c, c * multiplier, k, stride, groups=c, bias=bias)
             for c, k in zip(self.splits, kernel_sizes)
         )
         self.impl: str | None = None  # None: the process default (set_default_mixconv_impl); not in state_dict
@@ -188,12 +188,11 @@ class MixConv2d(nn.Module):
         if impl == "single":
             weight, bias = self.merged_weight()
             k = weight.shape[-1]
-            return F.conv2d(x, weight, bias, self.stride, k // 2, 1, self.in_channels)
+            return same_conv2d(x, weight, bias, self.stride, self.in_channels)
         if impl == "repeat":
             m = self.multiplier  # each group's slice repeated straight into a contiguous tensor: one copy
             return torch.cat([
-                F.conv2d(part.repeat_interleave(m, dim=1), conv.weight, conv.bias, self.stride, conv.padding, 1,
-                         part.shape[1] * m)
+                same_conv2d(part.repeat_interleave(m, dim=1), conv.weight, conv.bias, self.stride, part.shape[1] * m)
                 for conv, part in zip(self.convs, x.split(self.splits, dim=1))
             ], dim=1)
         group = self._rowgrad_group if impl == "rowgrad" else nn.Conv2d.__call__  # "split" or "rowgrad"
