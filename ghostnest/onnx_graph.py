@@ -31,8 +31,6 @@ def rewrite_for_int8(model) -> dict[str, int]:
 
     Returns how many of each were rewritten.
     """
-    import onnx
-
     return _rewrite(model, ("BatchNormalization", "Mul", "Mish", "ReduceMean"))
 
 
