@@ -55,10 +55,10 @@ def parse_float_layers(text: str | Iterable[str] | None) -> tuple[str, ...]:
 def node_groups(node) -> set[str]:
     """The layer groups (of :data:`LAYER_GROUPS`) an ONNX node belongs to: none, one, or two (a Mish inside a
     Squeeze-Excitation is in ``se`` and in ``mish``; either keeps it in float)."""
-    scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
-    groups = set()
     if node.op_type in ("Gemm", "MatMul"):  # the only fully connected layer of these networks is the classifier
         return {"classifier"}
+    scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    groups = set()
     if "SqueezeExcite" in scope or ".se." in scope or ".se:" in scope:
         groups.add("se")
     elif "SplitAttention" in scope or node.op_type == "Softmax":
@@ -165,9 +165,9 @@ def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, met
                 if n.name in named:
                     n.metadata_props.extend(named[n.name].metadata_props)
         exclude = nodes_in_groups(model, float_layers)
-        unshare_initializers(model, exclude)
-        src = Path(tmp) / "unshared.onnx"
-        onnx.save(model, str(src))
+        if unshare_initializers(model, exclude):
+            src = Path(tmp) / "unshared.onnx"
+            onnx.save(model, str(src))
         inp = model.graph.input[0]
         fixed = inp.type.tensor_type.shape.dim[0].dim_value  # 0 when the batch dimension is dynamic
         options = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True, **(extra or {})}

@@ -32,8 +32,8 @@ from ..registry import create_model, model_info
 from ..stats import count_flops, count_params
 from .checks import check_positive, check_run
 from .loop import Case, case_rows, first_call, interleave
-from .runtimes import onnxruntime_case
 from ..fuse import fuse as fuse_model
+from .runtimes import onnxruntime_case
 from .step import make_step, prepare_model
 
 # Keys every row returned by bench_models has (tests and the --json output rely on them).
@@ -129,16 +129,17 @@ def bench_models(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def builder(name: str, family: str):
-        def build() -> tuple[nn.Module, dict]:
+        def build() -> tuple[nn.Module, dict, nn.Module]:
             say(f"building {name}")
             gflops = _gflops(name, input_size, num_classes, kwargs)
             torch.manual_seed(seed)
             model = create_model(name, num_classes=num_classes, **kwargs)
             extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
+            onnx_model = None
             if runtime == "onnxruntime" and fuse:  # the ONNX file gets the layout fused for onnxruntime
-                extra["onnx_model"] = fuse_model(model.eval(), fast_mish=False, runtime="onnxruntime")
+                onnx_model = fuse_model(model.eval(), fast_mish=False, runtime="onnxruntime")
             model = prepare_model(model.to(dev, memory_format=memory_format), mode, fuse)
-            return (torch.compile(model) if compile else model), extra
+            return (torch.compile(model) if compile else model), extra, onnx_model or model
 
         return name, channels_last, build
 
@@ -196,12 +197,12 @@ def bench_variants(
     dev, tdtype = check_run(mode, batch, repeats, warmup, input_size, num_classes, device, dtype)
 
     def builder(name: str, model: nn.Module, cl: bool):
-        def build() -> tuple[nn.Module, dict]:
+        def build() -> tuple[nn.Module, dict, nn.Module]:
             model.to(dev)
             if cl:
                 model.to(memory_format=torch.channels_last)
             model.train(mode == "train")
-            return model, {"params": count_params(model)}
+            return model, {"params": count_params(model)}, model
 
         return name, cl, build
 
@@ -232,10 +233,10 @@ def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, 
          compile=False, runtime="torch") -> list[dict]:
     """The one timing loop behind :func:`bench_models` and :func:`bench_variants`, arguments already checked.
 
-    ``builders`` are ``(name, channels_last, build)``; ``build()`` returns the model ready to time and extra fields
-    for its row (plus, under ``extra["onnx_model"]``, the network an onnxruntime row exports when that is not the
-    timed model: the one fused for onnxruntime), and is called just before that model's first warm-up step, which runs alone (first-call time and
-    peak memory). The remaining warm-up and the ``repeats`` timed rounds then run interleaved, the starting model
+    ``builders`` are ``(name, channels_last, build)``; ``build()`` returns the model ready to time, extra fields
+    for its row and the network an onnxruntime row exports (the timed model, or the one fused for onnxruntime),
+    and is called just before that model's first warm-up step, which runs alone (first-call time and peak
+    memory). The remaining warm-up and the ``repeats`` timed rounds then run interleaved, the starting model
     rotating each round.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -247,8 +248,7 @@ def _run(*, builders, input_size, batch, num_classes, mode, dev, dtype, tdtype, 
         if channels_last not in inputs:
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             inputs[channels_last] = x_cpu.to(dev).contiguous(memory_format=fmt)
-        model, extra = build()
-        onnx_model = extra.pop("onnx_model", model)
+        model, extra, onnx_model = build()
         step = make_step(model, mode, inputs[channels_last], y, dev, tdtype)
         say(f"warming up {name}")
         cases.append(_warm_up(Case(name, step, channels_last, extra, model), dev, batch, input_size, compile))

@@ -187,7 +187,6 @@ class MixConv2d(nn.Module):
             return self._matmul(x)
         if impl == "single":
             weight, bias = self.merged_weight()
-            k = weight.shape[-1]
             return same_conv2d(x, weight, bias, self.stride, self.in_channels)
         if impl == "repeat":
             m = self.multiplier  # each group's slice repeated straight into a contiguous tensor: one copy
