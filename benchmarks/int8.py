@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ghostnest.fileio import write_marked_block
+
 SECTION = "## Deployment: int8"
 
 
@@ -93,7 +95,7 @@ def markdown(res: dict) -> str:
              "| vs fp32 onnxruntime |", "|---|---|---|---|---|---|---|---|---|"]
     acc = g["accuracy"]
     names = list(g["files"])
-    for key, rows in g["timing"].items():
+    for rows in g["timing"].values():
         base = next(r for r in rows if r["name"].startswith(names[0]))
         for r in rows:
             fname = next((n for n in names if r["name"].startswith(n)), None)
@@ -117,22 +119,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-BEGIN, END = "<!-- int8:begin -->", "<!-- int8:end -->"
-
-
-def write_section(doc: Path, text: str) -> None:
-    """Put ``text`` between the int8 markers of ``doc`` (appended with them if missing); the rest is untouched
-    (benchmarks/run_benchmarks.py carries marked blocks over when it regenerates the page)."""
-    old = doc.read_text() if doc.is_file() else ""
-    block = f"{BEGIN}\n{text.strip()}\n{END}"
-    if BEGIN in old and END in old:
-        head, _, rest = old.partition(BEGIN)
-        new = head + block + rest.partition(END)[2]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(new)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a quickstart run directory (GhostMixNet on digits)")
@@ -154,7 +140,7 @@ def main(argv=None) -> int:
         text = markdown(json.loads(args.from_results.read_text()))
         print(text)
         if args.doc:
-            write_section(args.doc, text)
+            write_marked_block(args.doc, "int8", text)
         return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="ghostnest-int8-bench-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +154,7 @@ def main(argv=None) -> int:
     text = markdown(res)
     print(text)
     if args.doc:
-        write_section(args.doc, text)
+        write_marked_block(args.doc, "int8", text)
     return 0
 
 

@@ -47,3 +47,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def marked_block(name: str, text: str) -> str:
+    """``text`` between the markers ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, each on its own line."""
+    return f"<!-- {name}:begin -->\n{text.strip()}\n<!-- {name}:end -->"
+
+
+def write_marked_block(path: str | os.PathLike, name: str, text: str) -> None:
+    """Put ``text`` between the markers of block ``name`` in the markdown file ``path`` (see :func:`marked_block`),
+    replacing what was there; appended with its markers if the file or the block is missing. The rest of the file
+    is untouched and the write is atomic. Benchmark scripts keep their tables in docs/benchmarks.md this way, and
+    benchmarks/run_benchmarks.py carries every marked block over when it regenerates the page."""
+    path = Path(path)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = path.read_text() if path.is_file() else ""
+    block = marked_block(name, text)
+    head, found, rest = old.partition(begin)
+    if found and end in rest:
+        new = head + block + rest.partition(end)[2]
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
+    atomic_write_text(path, new)

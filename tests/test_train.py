@@ -108,6 +108,18 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def test_marked_block_is_replaced_in_place_and_appended_when_missing(tmp_path):
+    doc = tmp_path / "doc.md"
+    fileio.write_marked_block(doc, "int8", "first table")  # no file yet: the block alone
+    assert doc.read_text() == "<!-- int8:begin -->\nfirst table\n<!-- int8:end -->\n"
+    doc.write_text("# Title\n\n" + doc.read_text() + "\nAfter.\n<!-- gpu:begin -->\ngpu\n<!-- gpu:end -->\n")
+    fileio.write_marked_block(doc, "int8", "\nsecond table\n")
+    fileio.write_marked_block(doc, "new-block", "added")
+    assert doc.read_text() == ("# Title\n\n<!-- int8:begin -->\nsecond table\n<!-- int8:end -->\n\nAfter.\n"
+                               "<!-- gpu:begin -->\ngpu\n<!-- gpu:end -->\n\n"
+                               "<!-- new-block:begin -->\nadded\n<!-- new-block:end -->\n")
+
+
 def test_wrong_checkpoint_is_rejected(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(epochs=1), run, device="cpu", progress=False)
@@ -174,4 +186,4 @@ def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
     train(None, resume=part, device="cpu", progress=False)
     assert [r["train_loss"] for r in rows(full)] == [r["train_loss"] for r in rows(part)]
     losses = [float(r["train_loss"]) for r in rows(full)]
-    assert all(l == l and l < 10 for l in losses)  # finite
+    assert all(loss == loss and loss < 10 for loss in losses)  # finite
