@@ -58,6 +58,11 @@ def export_model(
             save_file(state, str(tmp), metadata={METADATA_KEY: meta_json})
         return out
     x, fixed = _example_input(batch, input_size)
+    with torch.no_grad():  # the model's own input checks, as one line instead of the exporter's trace
+        try:
+            model(x[:1])
+        except ValueError as e:
+            raise ValueError(f"cannot export at input size {input_size}: {e}") from None
     batch_dim = None if fixed else torch.export.Dim("batch", min=1, max=65536)
     if fmt == "torch-export":
         dynamic = None if fixed else ({0: batch_dim},)

@@ -68,7 +68,7 @@ def test_unsupported_format_and_bad_batch_write_nothing(small_ghostmixnet, tmp_p
 def test_failed_export_keeps_previous_file(small_ghostmixnet, tmp_path):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="cannot export at input size 8: .*>= 32"):
         export_model(small_ghostmixnet, "onnx", target, 8, META)  # 8x8 is below GhostMixNet's minimum input
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
@@ -157,6 +157,10 @@ def test_export_by_model_name_and_errors(tmp_path, capsys):
     assert err.startswith("error: ghostmixnett is neither a checkpoint") and "Did you mean: ghostmixnet" in err
     assert main(["export", "ghostmixnet", "--format", "onnx", "--batch", "0", "--out", str(tmp_path / "y.onnx")]) == 2
     assert "--batch '0' must be 'dynamic' or a positive integer" in capsys.readouterr().err
+    assert main(["export", "ghostmixnet", "--format", "onnx", "--input", "8", "--out", str(tmp_path / "s.onnx")]) == 2
+    err = capsys.readouterr().err  # the model's own check, not the exporter's trace
+    assert err.splitlines() == [
+        "error: cannot export at input size 8: GhostMixNet expects (N, C, H, W) input with H, W >= 32; got (1, 3, 8, 8)"]
     with pytest.raises(SystemExit):  # argparse rejects an unsupported format before anything runs
         main(["export", "ghostmixnet", "--format", "tflite", "--out", str(tmp_path / "z.tflite")])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
