@@ -20,6 +20,7 @@ docs/gpu.md says how a session with a lent GPU sets up and runs it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
+BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"  # the section's markers in docs/benchmarks.md
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plain_ghostmixnet
 
 SIZES = ("s", "m", "l", "xl")
@@ -607,7 +608,7 @@ def render(ctx: Ctx) -> str:
     res = {name: read_json(ctx.path(name)) for name in STEPS if name != "render"}
     have = {k: v for k, v in res.items() if v}
     missing = [k for k in STEPS if k != "render" and not (res.get(k) or {}).get("complete")]
-    L = [BEGIN, "## GPU check (benchmarks/gpu_check.py)", ""]
+    L = ["## GPU check (benchmarks/gpu_check.py)", ""]
     label = "in a dry run on the CPU, tiny sizes: not GPU figures" if ctx.tiny else "with CUDA"
     env = (have.get("env") or {}).get("cells", {}).get("versions", {})
     if env:
@@ -623,7 +624,7 @@ def render(ctx: Ctx) -> str:
         L += [""]
     if not have:  # nothing measured yet: the list above is the whole section
         L += ["The commands, their time budgets and what each step measures: docs/gpu.md. These steps have never "
-              "run on a GPU yet.", "", END]
+              "run on a GPU yet."]
         return "\n".join(L) + "\n"
     # speed
     for step, title in (("speed", "Speed ratios (eager; inference fused)"), ("speed-compile", "Speed ratios, torch.compile")):
@@ -712,27 +713,12 @@ def render(ctx: Ctx) -> str:
                                           for e in top[:6]) or c.get("error", "missing")))
     if not pr:
         L.append("missing")
-    L += ["", END]
     return "\n".join(L) + "\n"
-
-
-def write_section(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
 
 
 def summary(ctx: Ctx) -> str:
     rows = []
-    for name, (_, budget, what) in STEPS.items():
+    for name, (_, budget, _what) in STEPS.items():
         if name == "render":
             continue
         d = read_json(ctx.path(name))
@@ -760,8 +746,9 @@ def summary(ctx: Ctx) -> str:
 
 
 def step_render(ctx: Ctx, rec: Record | None = None) -> None:
-    section = render(ctx)
-    write_section(ctx.doc, section)
+    from ghostnest.fileio import write_marked_block
+
+    write_marked_block(ctx.doc, "gpu", render(ctx))
     say(summary(ctx))
     missing = [k for k in STEPS if k != "render" and not (read_json(ctx.path(k)) or {}).get("complete")]
     say(f"wrote the GPU section of {ctx.doc}" + (f"; missing: {', '.join(missing)}" if missing else "; complete"))
@@ -782,6 +769,17 @@ STEPS = {
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
     "render": (step_render, 5, "docs/benchmarks.md's GPU section and the summary table (any machine)"),
 }
+
+
+# What the steps import beyond torch and torchvision: import name -> package to install. A lent GPU image may lack
+# some (docs/gpu.md); the check names them all at once instead of failing in the middle of a step.
+PACKAGES = {"timm": "timm", "sklearn": "scikit-learn", "yaml": "pyyaml", "tqdm": "tqdm", "safetensors": "safetensors",
+            "matplotlib": "matplotlib", "pytest": "pytest", "hypothesis": "hypothesis"}
+
+
+def missing_packages() -> list[str]:
+    """The packages of :data:`PACKAGES` this Python cannot import."""
+    return [pkg for module, pkg in PACKAGES.items() if importlib.util.find_spec(module) is None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -808,6 +806,13 @@ def main(argv: list[str] | None = None) -> int:
     if steps == ["render"]:
         step_render(ctx)
         return 0
+    missing = missing_packages()
+    if missing:
+        v = sys.version_info
+        print(f"gpu_check: this Python ({sys.executable}, {v.major}.{v.minor}) lacks {', '.join(missing)}; download "
+              f"their wheels here with `pip download --no-deps --only-binary=:all: --python-version {v.major}.{v.minor} "
+              f"-d .whl {' '.join(missing)}`, carry .whl and install them there (docs/gpu.md)", file=sys.stderr)
+        return 3
     import torch
 
     if not tiny and not torch.cuda.is_available():

@@ -33,6 +33,16 @@ def test_without_cuda_one_line_and_exit_2(gc, tmp_path, monkeypatch, capsys):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_missing_packages_named_at_once_exit_3(gc, tmp_path, monkeypatch, capsys):
+    assert gc.missing_packages() == []  # this environment has them all
+    real = gc.importlib.util.find_spec
+    monkeypatch.setattr(gc.importlib.util, "find_spec", lambda m: None if m in ("timm", "yaml") else real(m))
+    assert gc.main(["--results", str(tmp_path), "--step", "env"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks timm, pyyaml;" in err and "-d .whl timm pyyaml" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_list_names_every_step_within_budget(gc, capsys):
     assert gc.main(["--list"]) == 0
     out = capsys.readouterr().out
