@@ -279,3 +279,36 @@ def test_unshare_initializers_copies_constants_for_float_nodes_only():
     got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"x": np.array([1, 2, 3], np.float32)})[0]
     np.testing.assert_array_equal(got, [4, 6, 8])
+
+
+def test_int8_runtimes_table_from_results(tmp_path, capsys):
+    """benchmarks/int8_runtimes.py renders its table (ratio ME-NeSt-Ghost-S over EfficientNet-V2-S per runtime and
+    precision, '-' for a missing case, the skipped runtimes named) from a results file into a marked block."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "int8_runtimes.py"
+    spec = importlib.util.spec_from_file_location("int8_runtimes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(model, dtype, runtime, ms):
+        return dict(name=f"{model} {dtype} [{runtime}]", model=model, dtype=dtype, runtime=runtime, median_ms=ms,
+                    iqr_ms=0.1, min_ms=ms, first_call_ms=ms)
+
+    res = dict(cpu="Test CPU", date="2026-01-01", versions={"torch": "2.x", "onnxruntime": "1.y"},
+               skipped=["openvino"], rows=[row("menest_ghost_s", "fp32", "onnxruntime", 30.0),
+                                           row("efficientnetv2_s", "fp32", "onnxruntime", 20.0),
+                                           row("menest_ghost_s", "int8", "onnxruntime", 25.0),
+                                           row("efficientnetv2_s", "int8", "inductor", 12.0)])
+    results, doc = tmp_path / "r.json", tmp_path / "doc.md"
+    results.write_text(json.dumps(res))
+    assert mod.main(["--from-results", str(results), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("<!-- int8-runtimes:begin -->") and "onnxruntime 1.y" in text
+    assert "| onnxruntime | 30.0 | 20.0 | 1.50x | 25.0 | - | - |" in text
+    assert "| inductor | - | - | - | - | 12.0 | - |" in text
+    assert "Not measured (package not installed): openvino." in text
+    assert "1.50x" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--repeats", "0"])
