@@ -131,7 +131,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train_command
 
     res = train_command(args.recipe, args.set, out=args.out, resume=args.resume, auto_resume=args.auto_resume,
-                        device=args.device, data_dir=args.data_dir, progress=not args.quiet)
+                        device=args.device, data_dir=args.data_dir, progress=not args.quiet, qat=args.qat)
     if res is None:  # --auto-resume of a finished run: nothing to do
         return 0
     if "signal" in res:  # SIGTERM (preemption) saved a checkpoint: a clean exit; SIGINT (Ctrl-C): 130, as usual
@@ -159,6 +159,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--auto-resume", action="store_true",
                    help="with --out: continue RUN_DIR if it holds a checkpoint, else start it (for job scripts that "
                    "are requeued after a preemption; see docs/distributed.md)")
+    p.add_argument("--qat", default=None, metavar="RUN_DIR",
+                   help="quantization-aware fine-tuning: continue RUN_DIR's best weights with fake int8 quantization "
+                   "(2 epochs at a tenth of its lr unless --set) into --out (default RUN_DIR-qat), then export that "
+                   "run with --int8 (docs/deployment.md)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=_cmd_train)

@@ -64,6 +64,9 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
     dist_timeout: float = 600.0  # seconds a collective may wait for a peer before the rank fails
     checkpoint_steps: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends and on SIGTERM)
+    # fine-tuning (`ghostnest train --qat RUN` sets both; docs/deployment.md)
+    init_from: str | None = None  # start from these weights: a .safetensors checkpoint, or a run (its best one)
+    qat: bool = False  # fake int8 quantization while training (ghostnest.qat), for a run to export with --int8
 
 
 CHOICES = {

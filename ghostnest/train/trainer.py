@@ -15,7 +15,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..data import build_train_pipeline, default_data_dir, load_dataset
 from ..layers.fused import use_fast_mish
+from ..qat import prepare_qat
 from ..stats import count_params
+from .checkpoint import load_into, read_checkpoint, resolve_checkpoint_path
 from .config import (TrainConfig, config_to_dict, create_recipe_model, model_options, parse_overrides,
                      resolve_config)
 from .distributed import Dist, peer_failure, setup
@@ -23,7 +25,7 @@ from .engine import RunContext, fit
 from .metrics import write_metrics
 from .optim import autocast_for, build_optimizer, build_scheduler
 from .resume import ResumeState, load_resume_state
-from .rundir import auto_resume_plan, open_run, write_config
+from .rundir import auto_resume_plan, open_run, read_run_config, write_config
 from .stop import StopRequest
 
 
@@ -79,7 +81,7 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
         raise ValueError(f"num_classes={cfg.num_classes} but {cfg.dataset} has {data.num_classes} classes; "
                          "drop --set num_classes (it defaults to the data set's count)")
     pipe = build_train_pipeline(cfg, data, dev, dist.rank, dist.world)
-    model, params = _build_model(cfg, data.num_classes, dist)
+    model, params = _build_model(cfg, data.num_classes, dist, init=not resuming)
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
     autocast, amp_dtype = autocast_for(cfg, dev)
@@ -111,16 +113,33 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     return ctx
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist) -> tuple[torch.nn.Module, int]:
-    """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last as asked) and its parameter count."""
+def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist, init: bool = True) -> tuple[torch.nn.Module, int]:
+    """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last, fake quantization as asked) and
+    its parameter count; with ``init``, ``cfg.init_from``'s weights (a resumed run loads its own afterwards)."""
     model = create_recipe_model(cfg, num_classes)
     params = count_params(model)
+    if cfg.init_from and init:
+        _load_initial_weights(model, cfg)
     use_fast_mish(model)  # Mish as one compiled kernel (ME-NeSt-Ghost); GHOSTNEST_FAST_MISH=0 keeps F.mish
     if cfg.sync_bn and dist.world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
     if cfg.channels_last and dist.device.type == "cuda":
-        return model.to(dist.device, memory_format=torch.channels_last), params
-    return model.to(dist.device), params
+        model = model.to(dist.device, memory_format=torch.channels_last)
+    else:
+        model = model.to(dist.device)
+    if cfg.qat:
+        prepare_qat(model)  # fake int8 rounding of weights and layer inputs; state_dict keeps plain names
+    return model, params
+
+
+def _load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """``cfg.init_from``'s weights into ``model`` (a new run's starting point; a resumed run loads its own)."""
+    path = resolve_checkpoint_path(cfg.init_from)
+    tensors, meta = read_checkpoint(path)
+    if meta.get("model") != cfg.model:
+        raise ValueError(f"init_from={cfg.init_from} holds a {meta.get('model')} checkpoint but this run trains "
+                         f"{cfg.model}; start from a {cfg.model} run or drop --set init_from")
+    load_into(model, tensors, path, meta)
 
 
 def _log_start(ctx: RunContext, amp_dtype) -> None:
@@ -134,13 +153,41 @@ def _log_start(ctx: RunContext, amp_dtype) -> None:
             f"{', SyncBatchNorm' if cfg.sync_bn and dist.world > 1 else ''}{f', {dist.backend}' if dist.enabled else ''}")
 
 
+# Quantization-aware fine-tuning (``--qat RUN``): epochs and the fraction of the run's learning rate, unless set.
+QAT_EPOCHS = 2
+QAT_LR_FACTOR = 0.1
+
+
+def qat_config(run: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """The configuration of ``ghostnest train --qat RUN``: ``RUN``'s own (recipe, data, augmentation, model) starting
+    from its best weights with fake int8 quantization, for :data:`QAT_EPOCHS` epochs at :data:`QAT_LR_FACTOR`
+    times its learning rate; ``overrides`` (``KEY=VALUE``) apply last."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a ghostnest run directory (no config.yaml); --qat fine-tunes a "
+                                "trained run")
+    base = read_run_config(run)
+    data = {**config_to_dict(base), "init_from": str(resolve_checkpoint_path(run)), "qat": True,
+            "epochs": QAT_EPOCHS, "lr": base.lr * QAT_LR_FACTOR,
+            "description": f"quantization-aware fine-tuning of {run}"}
+    return resolve_config(data, list(overrides))
+
+
 def train_command(recipe: str | None = None, overrides: list[str] = (), out=None, resume=None,
                   auto_resume: bool = False, device: str = "auto", data_dir: str | None = None,
-                  progress: bool = True) -> dict | None:
-    """``ghostnest train``: start a run from ``recipe`` + ``overrides`` (``KEY=VALUE``), or ``--resume`` one.
+                  progress: bool = True, qat: str | None = None) -> dict | None:
+    """``ghostnest train``: start a run from ``recipe`` + ``overrides`` (``KEY=VALUE``), or ``--resume`` one, or
+    fine-tune the run ``qat`` with fake int8 quantization (:func:`qat_config`; into ``out``, default ``RUN-qat``).
 
     ``auto_resume`` (with ``out``): continue ``out`` if it holds a checkpoint, else start it; ``None`` if it had
     already finished (results.json), after printing so on rank 0. Returns :func:`train`'s dict."""
+    if qat:
+        if recipe or resume or auto_resume:
+            raise ValueError("--qat RUN takes its configuration from RUN; drop --recipe, --resume and --auto-resume "
+                             "(continue a stopped QAT run with --resume QAT_RUN)")
+        cfg = qat_config(qat, list(overrides) + ([f"data_dir={data_dir}"] if data_dir else []))
+        return train(cfg, out=out if out is not None else f"{str(qat).rstrip('/')}-qat", device=device,
+                     progress=progress)
     extra = parse_overrides(overrides)
     if auto_resume:  # the same command starts a run and, after a preemption or requeue, continues it
         plan = auto_resume_plan(out, resume)
