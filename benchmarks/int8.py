@@ -129,19 +129,23 @@ def main(argv=None) -> int:
     ap.add_argument("--from-results", type=Path, default=None, metavar="JSON",
                     help="render an earlier run's results.json instead of measuring")
     args = ap.parse_args(argv)
+    if args.from_results:
+        res = json.loads(args.from_results.read_text())
+    else:
+        res = measure(args, lambda msg: print(msg, file=sys.stderr, flush=True))
+    text = markdown(res)
+    print(text)
+    if args.doc:
+        write_marked_block(args.doc, "int8", text)
+    return 0
+
+
+def measure(args, say) -> dict:
+    """Export, quantize and time everything; the results also go to OUT/results.json."""
     import onnxruntime
 
     from ghostnest.bench import cpu_model
 
-    def say(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    if args.from_results:
-        text = markdown(json.loads(args.from_results.read_text()))
-        print(text)
-        if args.doc:
-            write_marked_block(args.doc, "int8", text)
-        return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="ghostnest-int8-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     res = {"cpu": cpu_model() or platform.processor(), "cores": torch.get_num_threads(),
@@ -151,11 +155,7 @@ def main(argv=None) -> int:
     res["paper_models"] = {"files": {}, "timing": []} if args.skip_paper_models else \
         paper_model_rows(out, args.repeats, say)
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    text = markdown(res)
-    print(text)
-    if args.doc:
-        write_marked_block(args.doc, "int8", text)
-    return 0
+    return res
 
 
 if __name__ == "__main__":
