@@ -11,9 +11,8 @@ same way in each:
   torchao), which inductor lowers to oneDNN int8 convolutions and fuses the elementwise operators around them.
 - **openvino**: the same two ONNX files as onnxruntime, compiled by OpenVINO's CPU plugin (which reads QDQ int8).
 
-torchao and openvino are not ghostnest dependencies: install them into the same environment to include their
-rows (``.venv/bin/pip install torchao==0.18.0 openvino==2026.4.1``); a runtime that is missing is skipped with a
-line. Every case is built first, then all are timed interleaved (:mod:`ghostnest.bench.loop`). The weights are
+torchao and openvino are not installed by the two commands: ``.venv/bin/pip install -e ".[runtimes]"`` adds them
+(pyproject.toml pins the versions measured); a runtime that is missing is skipped with a line. Every case is built first, then all are timed interleaved (:mod:`ghostnest.bench.loop`). The weights are
 random (seed 0); latency does not depend on them.
 
     .venv/bin/python benchmarks/int8_runtimes.py --doc docs/benchmarks.md
@@ -117,7 +116,7 @@ def measure(repeats: int, say) -> dict:
         for runtime, package in (("onnxruntime", "onnxruntime"), ("inductor", "torchao"), ("openvino", "openvino")):
             if importlib.util.find_spec(package) is None:
                 skipped.append(runtime)
-                say(f"skipping {runtime}: {package} is not installed (pip install {package})")
+                say(f"skipping {runtime}: {package} is not installed (pip install -e '.[runtimes]')")
                 continue
             versions[runtime if runtime != "inductor" else "torchao"] = __import__(package).__version__
             for name in MODELS:
