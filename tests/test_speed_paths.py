@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import ghostnest
 
 from ghostnest.layers import GhostModule, MixConv2d
-from ghostnest.layers.fused import FastMish, fast_mish_enabled, mish_formula, use_fast_mish
+from ghostnest.layers.fused import SMALL_MISH, FastMish, fast_mish_enabled, mish_formula, use_fast_mish
 from ghostnest.layers.depthwise import depthwise_conv2d
 from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_default_mixconv_impl
 from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock
@@ -109,6 +109,9 @@ def test_depthwise_conv2d_custom_backward_equals_pytorch(multiplier, k, size):
 def test_mish_formula_and_compiled_mish_equal_mish():
     x = torch.cat([torch.linspace(-60, 60, 2001), torch.randn(999) * 5]).view(3, 1000)
     _assert_close(mish_formula(x), F.mish(x), "mish formula")
+    small = x[:, :SMALL_MISH // 3 - 1]  # below the threshold: F.mish itself, bit for bit
+    assert torch.equal(FastMish()(small), F.mish(small))
+    x = x.repeat(1, SMALL_MISH // 3000 + 1)  # above it: the compiled kernel
     x = x.clone().requires_grad_(True)
     y = FastMish()(x)
     _assert_close(y, F.mish(x), "FastMish")
