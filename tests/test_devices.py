@@ -1,6 +1,7 @@
 """The checks that have a device dimension, on every device present (tests/conftest.py: ``cpu`` always, ``cuda``
 where available, skipped otherwise): layers (MixConv implementations, Ghost module, Split-Attention layouts),
-fuse parity, bf16 autocast forward parity (tolerance ``BF16_RTOL``), and training + resume exactness.
+fuse parity, bf16 autocast forward parity (tolerance ``BF16_RTOL``), quantization-aware training steps, and
+training + resume exactness.
 
 The CPU cases are deliberately small (other test files check the same on CPU at larger sizes); on a GPU they
 check that the CUDA kernels (cuDNN, bf16 autocast, channels_last in training) give the same results.
@@ -128,6 +129,32 @@ def test_bf16_autocast_forward_parity(device, name, fused):
             low = fast(x)
     assert low.dtype == dtype  # the classifier ran under autocast
     close(low, ref, rtol)
+
+
+@pytest.mark.parametrize("name", ["menest", "ghostmixnet"])
+def test_qat_steps_on_device(device, name):
+    """Quantization-aware training (ghostnest.qat) on the device, on CUDA under bf16 autocast as the recipes train
+    there (the trainer never autocasts on the CPU): the fake-quantized model trains (finite gradients, falling loss)
+    and keeps plain state_dict names; the activation ranges live on the device of the input."""
+    from ghostnest.qat import prepare_qat
+
+    model, size = _small(name)
+    model = prepare_qat(model.to(device).train())
+    dtype = autocast_dtype(device)[0] if device.type == "cuda" else None
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, size, size, device=device), torch.randint(0, 10, (8,), device=device)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(fq.scale.device.type == device.type for fq in model._qat_fake_quant.values())
+    assert not any("parametrizations" in k for k in model.state_dict())
 
 
 # -------------------------------------------------------------------------------------------- training, resume
