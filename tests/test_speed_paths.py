@@ -85,6 +85,22 @@ def test_mixconv_default_impl_switch_and_auto_choice():
     assert "convs.0.weight" in m8.state_dict() and len(m8.state_dict()) == 2  # impl is not state
 
 
+def test_depthwise_conv2d_backward_under_bf16_autocast():
+    """Under CPU bf16 autocast (``ghostnest bench --mode train --dtype bf16``) the forward runs in bf16 and the
+    backward outside autocast: it computes in float32 and returns gradients in the inputs' dtypes, close to fp32's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8, 8, requires_grad=True)
+    w = torch.randn(12, 1, 5, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = depthwise_conv2d(x, w)
+    assert out.dtype == torch.bfloat16
+    gx, gw = torch.autograd.grad(out.float().square().sum(), (x, w))
+    ref = torch.autograd.grad(F.conv2d(x, w, None, 1, 2, 1, 6).square().sum(), (x, w))
+    assert gx.dtype == gw.dtype == torch.float32
+    for got, want in zip((gx, gw), ref):
+        assert (got - want).abs().max() <= 0.05 * want.abs().max()
+
+
 @pytest.mark.parametrize("multiplier", [1, 2, 8])
 @pytest.mark.parametrize("k,size", [(3, 6), (5, 4), (7, 9), (9, 8), (9, 3)])
 def test_depthwise_conv2d_custom_backward_equals_pytorch(multiplier, k, size):

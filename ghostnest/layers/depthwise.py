@@ -31,10 +31,14 @@ class _DepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
+        x_dtype, w_dtype = x.dtype, weight.dtype
+        # under autocast the forward ran in bf16/fp16 but the backward runs outside it: compute in (at least) float32
+        dt = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), torch.promote_types(grad.dtype,
+                                                                                                 torch.float32))
+        x, weight, grad = x.to(dt), weight.to(dt), grad.to(dt).contiguous()
         n, c, h, w = x.shape
         cm, k = weight.shape[0], weight.shape[-1]
         m, p = cm // c, k // 2
-        grad = grad.contiguous()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, p, 1, cm)
@@ -49,7 +53,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 s = r.stride()  # r[., j, j + b] summed over j is kernel tap (a, b)
                 rows.append(r.as_strided((cm, w, k), (s[0], s[1] + s[2], s[2])).sum(1))
             grad_w = torch.stack(rows, 1).unsqueeze(1)
-        return grad_x, grad_w
+        return (None if grad_x is None else grad_x.to(x_dtype)), (None if grad_w is None else grad_w.to(w_dtype))
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
