@@ -551,6 +551,8 @@ def _marked_blocks(doc: Path) -> list[str]:
 
 def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG_DIR) -> Path:
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    # this script's own results only: the folder also holds gpu_check.py's cuda-<step>.json, int8.py's, ...
+    records = [r for r in records if {"key", "device", "cells"} <= set(r)]
     records.sort(key=lambda r: (r["device"] != "cpu", r["key"]))
     for rec in records:  # results saved before min_ratio_to_first existed
         for cell in rec["cells"]:

@@ -242,6 +242,7 @@ def test_benchmark_script_plans_every_family_pair_and_renders(tmp_path):
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "cpu-fp32.json").write_text(json.dumps(
         dict(key="cpu-fp32", device="cpu", dtype="fp32", env=env, cells=[cell, skipped], total_seconds=60)))
+    (tmp_path / "res" / "cuda-env.json").write_text(json.dumps({"step": "env", "cells": {}}))  # another script's
     doc = mod.render(tmp_path / "res", tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img")
     text = doc.read_text()
     assert "Test CPU" in text and "GPU tables are pending" in text
