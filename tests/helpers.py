@@ -1,5 +1,18 @@
 """Shared test utilities."""
+import importlib.util
+from pathlib import Path
+
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark_script(name: str):
+    """``benchmarks/NAME.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def calibrate_bn(model: torch.nn.Module, size: int, batches: int = 2, batch: int = 16) -> torch.nn.Module:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers import load_benchmark_script
 
 from ghostnest import create_model
 from ghostnest.bench import RESULT_KEYS, bench_models, bench_variants, format_table, make_step, percentile, spread
@@ -203,21 +204,10 @@ def test_cli_bench_data(capsys, tmp_path):
     assert main(["bench", "--data", "no_such_recipe"]) == 2
 
 
-def _load_benchmark_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_benchmarks.py"
-    spec = importlib.util.spec_from_file_location("run_benchmarks", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_benchmark_script_plans_every_family_pair_and_renders(tmp_path):
     from ghostnest import list_models
 
-    mod = _load_benchmark_script()
+    mod = load_benchmark_script("run_benchmarks")
     cells = mod.plan_cells("cpu", False, None)
     planned = {m for c in cells for m in c["models"]}
     for family in ("ghostmixnet", "menest", "efficientnetv2"):

@@ -3,22 +3,16 @@ mode writing valid JSON, resumability (a complete step is skipped; a partial one
 leaves the step partial), and render writing the GPU section of docs/benchmarks.md with "missing" markers."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def gc():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark_script("gpu_check")
 
 
 def dry(gc, tmp_path, *args):

@@ -14,7 +14,7 @@ import ghostnest
 from ghostnest.cli import main
 from ghostnest.export import OnnxClassifier, export_model, read_metadata
 from ghostnest.quantize import nodes_in_groups, rewrite_for_int8
-from helpers import calibrate_bn
+from helpers import calibrate_bn, load_benchmark_script
 
 SMALL = ["--set", "model_kwargs={widths: [16, 32, 32], stem_width: 16, depths: [1, 1, 1], pool_size: 1}",
          "--set", "image_size=16", "--set", "epochs=2", "--set", "lr=3e-3", "--set", "threads=2"]
@@ -284,13 +284,7 @@ def test_unshare_initializers_copies_constants_for_float_nodes_only():
 def test_int8_runtimes_table_from_results(tmp_path, capsys):
     """benchmarks/int8_runtimes.py renders its table (ratio ME-NeSt-Ghost-S over EfficientNet-V2-S per runtime and
     precision, '-' for a missing case, the skipped runtimes named) from a results file into a marked block."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "int8_runtimes.py"
-    spec = importlib.util.spec_from_file_location("int8_runtimes", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark_script("int8_runtimes")
 
     def row(model, dtype, runtime, ms):
         return dict(name=f"{model} {dtype} [{runtime}]", model=model, dtype=dtype, runtime=runtime, median_ms=ms,
