@@ -53,27 +53,42 @@ def ghostmixnet_rows(run: Path, out: Path, repeats: int, say) -> dict:
     return {"files": {p.name: p.stat().st_size for p in (fp32, int8)}, "accuracy": acc, "timing": timing}
 
 
-def paper_model_rows(out: Path, repeats: int, say) -> dict:
-    """fp32 and int8 files of ME-NeSt-Ghost-S and EfficientNet-V2-S at 128x128, plus ME-NeSt-Ghost-S with ReLU in
-    place of Mish (not the paper's network: it shows what the architecture costs without its float Mish)."""
+PAPER_SIZE = 128  # input of the ME-NeSt-Ghost-S / EfficientNet-V2-S rows
+
+
+def calibration_images() -> torch.Tensor:
+    """The 32 random calibration images of the untrained paper models (only their latency is measured)."""
+    return torch.randn(32, 3, PAPER_SIZE, PAPER_SIZE, generator=torch.Generator().manual_seed(0))
+
+
+def paper_model_files(name: str, out: Path) -> tuple[Path, Path]:
+    """fp32 and int8 ONNX files of the untrained model ``name`` at 128x128 in ``out``: the fp32 file as
+    ``ghostnest export NAME --format onnx --fuse`` writes it, quantized as ``--int8`` does on
+    :func:`calibration_images`. ``menest_ghost_s_relu`` is ME-NeSt-Ghost-S with ReLU in place of Mish."""
     import ghostnest
-    from ghostnest.bench.model_files import bench_model_files
     from ghostnest.export import export, export_model
     from ghostnest.quantize import quantize_onnx
 
+    fp32, int8 = out / f"{name}-{PAPER_SIZE}.onnx", out / f"{name}-{PAPER_SIZE}.int8.onnx"
+    if name == "menest_ghost_s_relu":
+        model = ghostnest.create_model("menest_ghost_s", act="relu").eval()
+        export_model(ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime"), "onnx", fp32, PAPER_SIZE,
+                     {"model": "menest_ghost_s", "model_kwargs": {"act": "relu"}, "num_classes": 100})
+    else:
+        export(name, "onnx", fp32, input_size=PAPER_SIZE, fuse=True)
+    quantize_onnx(fp32, int8, calibration_images())
+    return fp32, int8
+
+
+def paper_model_rows(out: Path, repeats: int, say) -> dict:
+    """fp32 and int8 files of ME-NeSt-Ghost-S and EfficientNet-V2-S at 128x128, plus ME-NeSt-Ghost-S with ReLU in
+    place of Mish (not the paper's network: it shows what the architecture costs without its float Mish)."""
+    from ghostnest.bench.model_files import bench_model_files
+
     files = []
     for name in ("menest_ghost_s", "efficientnetv2_s", "menest_ghost_s_relu"):
-        fp32, int8 = out / f"{name}-128.onnx", out / f"{name}-128.int8.onnx"
-        say(f"exporting {name} at 128x128")
-        if name == "menest_ghost_s_relu":
-            model = ghostnest.create_model("menest_ghost_s", act="relu").eval()
-            export_model(ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime"), "onnx", fp32, 128,
-                         {"model": "menest_ghost_s", "model_kwargs": {"act": "relu"}, "num_classes": 100})
-        else:
-            export(name, "onnx", fp32, input_size=128, fuse=True)
-        calib = torch.randn(32, 3, 128, 128, generator=torch.Generator().manual_seed(0))
-        quantize_onnx(fp32, int8, calib)
-        files += [fp32, int8]
+        say(f"exporting {name} at {PAPER_SIZE}x{PAPER_SIZE}")
+        files += paper_model_files(name, out)
     say("timing batch 1, 1 thread")
     rows = bench_model_files(files, batch=1, threads=1, repeats=repeats, warmup=3, with_torch=False)
     return {"files": {f.name: f.stat().st_size for f in files},

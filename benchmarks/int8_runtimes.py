@@ -33,25 +33,12 @@ import torch
 from ghostnest.fileio import atomic_write_text, write_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # int8.py: the same files and calibration images as its table
+from int8 import PAPER_SIZE as SIZE  # noqa: E402
+from int8 import calibration_images, paper_model_files  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "cpu-int8-runtimes.json"
 MODELS = ("menest_ghost_s", "efficientnetv2_s")
-SIZE = 128
-CALIB = 32  # calibration images (random: the networks are untrained; only latency is measured)
-
-
-def _calibration() -> torch.Tensor:
-    return torch.randn(CALIB, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-
-
-def onnx_files(name: str, out: Path) -> tuple[Path, Path]:
-    """The fp32 and int8 ONNX files of ``name``, written the way ``ghostnest export --fuse`` / ``--int8`` do."""
-    from ghostnest.export import export
-    from ghostnest.quantize import quantize_onnx
-
-    fp32, int8 = out / f"{name}-{SIZE}.onnx", out / f"{name}-{SIZE}.int8.onnx"
-    export(name, "onnx", fp32, input_size=SIZE, fuse=True)
-    quantize_onnx(fp32, int8, _calibration())
-    return fp32, int8
 
 
 def onnxruntime_steps(files: dict, x: torch.Tensor) -> dict:
@@ -90,7 +77,7 @@ def inductor_steps(name: str, x: torch.Tensor) -> dict:
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     with torch.no_grad():
         prepared = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
-        for image in _calibration():  # the exported graph is specialised to batch 1
+        for image in calibration_images():  # the exported graph is specialised to batch 1
             prepared(image[None])
         int8 = convert_pt2e(prepared)
     steps = {}
@@ -112,13 +99,13 @@ def measure(repeats: int, say) -> dict:
         files = {}
         for name in MODELS:
             say(f"exporting {name} (fp32 and int8 ONNX)")
-            files[name] = dict(zip(("fp32", "int8"), onnx_files(name, Path(tmp))))
+            files[name] = dict(zip(("fp32", "int8"), paper_model_files(name, Path(tmp))))
         for runtime, package in (("onnxruntime", "onnxruntime"), ("inductor", "torchao"), ("openvino", "openvino")):
             if importlib.util.find_spec(package) is None:
                 skipped.append(runtime)
                 say(f"skipping {runtime}: {package} is not installed (pip install -e '.[runtimes]')")
                 continue
-            versions[runtime if runtime != "inductor" else "torchao"] = __import__(package).__version__
+            versions[package] = __import__(package).__version__
             for name in MODELS:
                 say(f"building {name} in {runtime}")
                 t0 = time.perf_counter()
