@@ -181,11 +181,12 @@ def train_command(recipe: str | None = None, overrides: list[str] = (), out=None
 
     ``auto_resume`` (with ``out``): continue ``out`` if it holds a checkpoint, else start it; ``None`` if it had
     already finished (results.json), after printing so on rank 0. Returns :func:`train`'s dict."""
+    new_run_overrides = list(overrides) + ([f"data_dir={data_dir}"] if data_dir else [])  # not for --resume
     if qat:
         if recipe or resume or auto_resume:
             raise ValueError("--qat RUN takes its configuration from RUN; drop --recipe, --resume and --auto-resume "
                              "(continue a stopped QAT run with --resume QAT_RUN)")
-        cfg = qat_config(qat, list(overrides) + ([f"data_dir={data_dir}"] if data_dir else []))
+        cfg = qat_config(qat, new_run_overrides)
         return train(cfg, out=out if out is not None else f"{str(qat).rstrip('/')}-qat", device=device,
                      progress=progress)
     extra = parse_overrides(overrides)
@@ -203,6 +204,5 @@ def train_command(recipe: str | None = None, overrides: list[str] = (), out=None
             raise ValueError(f"--resume takes the configuration from {resume}/config.yaml; drop --recipe and "
                              "--set (only --set epochs=N, to train longer, is accepted)")
         return train(None, resume=resume, device=device, progress=progress, resume_epochs=extra.get("epochs"))
-    overrides = list(overrides) + ([f"data_dir={data_dir}"] if data_dir else [])
-    cfg = resolve_config(recipe or "quickstart", overrides)
+    cfg = resolve_config(recipe or "quickstart", new_run_overrides)
     return train(cfg, out=out, device=device, progress=progress, restart_unstarted=auto_resume)
