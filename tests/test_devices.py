@@ -153,7 +153,7 @@ def test_qat_steps_on_device(device, name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    assert all(fq.scale.device.type == device.type for fq in model._qat_fake_quant.values())
+    assert all(fq.scale.device.type == device.type for fq in model.qat_observers.values())
     assert not any("parametrizations" in k for k in model.state_dict())
 
 
@@ -186,12 +186,13 @@ def deterministic(device: torch.device):
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = old_env
 
 
-def test_train_and_resume_exact(device, tmp_path):
+@pytest.mark.parametrize("qat", [False, True], ids=["float", "qat"])
+def test_train_and_resume_exact(device, qat, tmp_path):
     """A run stopped after epoch 1 and resumed ends bit-identical to the uninterrupted run (on CUDA: under the
-    recipe's AMP and channels_last, with deterministic kernels)."""
+    recipe's AMP and channels_last, with deterministic kernels); a QAT run too (its activation ranges resume)."""
     cfg = {"recipe": "tiny", "model": "ghostmixnet", "model_kwargs": TINY_GMN,
            "dataset": "fake:classes=4,size=16,train=64,test=16", "val_fraction": 0.25, "workers": 0, "epochs": 2,
-           "batch_size": 16, "lr": 3e-3, "label_smoothing": 0.1, "threads": 1,
+           "batch_size": 16, "lr": 3e-3, "label_smoothing": 0.1, "threads": 1, "qat": qat,
            "augment": [{"op": "RandomCrop", "size": 16, "padding": 2}], "mixup_alpha": 0.2, "cutmix_alpha": 1.0}
     full, part = tmp_path / "full", tmp_path / "part"
     with deterministic(device):

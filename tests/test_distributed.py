@@ -87,6 +87,11 @@ def _rank_worker(rank: int, out: str, port: int) -> None:
             train(config(), Path(out) / name, device="cpu", progress=False)
             if rank == 1:  # (rank 0 ends by loading best.safetensors for the test set; its last.* are on disk)
                 torch.save(built[-1].state_dict(), Path(out) / f"{name}-rank{rank}.pt")
+        # quantization-aware training: every rank on rank 0's activation ranges (DDP broadcasts the observers'
+        # buffers), so a resumed run repeats the uninterrupted one
+        train(config(qat=True), Path(out) / "qat", device="cpu", progress=False)
+        train(config(qat=True), Path(out) / "qat-part", device="cpu", progress=False, stop_after=1)
+        train(None, resume=Path(out) / "qat-part", device="cpu", progress=False)
     finally:
         dist.destroy_process_group()
 
@@ -115,6 +120,14 @@ def test_bad_distributed_input_is_one_line(two_ranks, monkeypatch, capsys, tmp_p
 
 def last_weights(run):
     return ckpt.read_checkpoint(Path(run) / "last.safetensors")[0]
+
+
+def test_qat_on_two_ranks_resumes_exactly(two_ranks):
+    full, part = two_ranks / "qat", two_ranks / "qat-part"
+    assert torch.load(part / "last.state.pt", weights_only=True)["qat_observers"]  # the ranges are kept
+    assert [r["train_loss"] for r in rows(full)] == [r["train_loss"] for r in rows(part)]
+    a, b = last_weights(full), last_weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_ranks_equal_one_process_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):

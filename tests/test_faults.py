@@ -66,11 +66,12 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsy
     assert same_weights(run, tmp_path / "full")
 
 
-def test_checkpoint_steps_resume_inside_an_epoch(tmp_path):
+@pytest.mark.parametrize("qat", [False, True], ids=["float", "qat"])
+def test_checkpoint_steps_resume_inside_an_epoch(tmp_path, qat):
     from ghostnest.train import resolve_config, train
 
     cfg = dict(recipe="tiny", model="ghostmixnet", dataset="fake:classes=4,size=16,train=96", val_fraction=0.25,
-               workers=0, epochs=2, batch_size=16, threads=1, mixup_alpha=0.2,
+               workers=0, epochs=2, batch_size=16, threads=1, mixup_alpha=0.2, qat=qat,
                model_kwargs={"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1})
     train(resolve_config(cfg), tmp_path / "full", device="cpu", progress=False)
     part = tmp_path / "part"

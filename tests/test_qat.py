@@ -55,7 +55,7 @@ def test_qat_model_trains_and_loads_plain_weights():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    fq = next(iter(model._qat_fake_quant.values()))
+    fq = next(iter(model.qat_observers.values()))
     model.eval()
     scale = fq.scale.clone()
     with torch.no_grad():
@@ -67,6 +67,24 @@ def test_qat_model_trains_and_loads_plain_weights():
     with torch.no_grad():
         a, b = model(x), plain.eval()(x)
     assert not torch.equal(a, b) and (a.argmax(1) == b.argmax(1)).float().mean() > 0.5
+
+
+def test_qat_model_compiles_as_one_graph():
+    """``compile: true`` with ``qat: true``: the fake quantization traces (fullgraph fails on any graph break), the
+    compiled training step moves the observed ranges, and the compiled model computes what the eager one does."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = prepare_qat(ghostnest.create_model("ghostmixnet", num_classes=10, **TINY))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(8, 3, 32, 32)
+    model.train()
+    compiled(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    fq = next(iter(model.qat_observers.values()))
+    assert torch.isfinite(fq.activation_post_process.min_val) and fq.scale.item() != 1.0  # observed in the graph
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The resume point of a run: ``RUN_DIR/last.state.pt``, read into one :class:`ResumeState` and written from it.
 
-The file holds the weights, optimizer, scheduler, grad-scaler and RNG states, the number of finished epochs, the
+The file holds the weights (and a QAT run's activation ranges), optimizer, scheduler, grad-scaler and RNG states, the number of finished epochs, the
 best validation top-1 so far and the metrics rows. A run stopped inside an epoch (SIGTERM, ``checkpoint_steps``)
 also holds ``partial``: the step, the running loss sum, the seconds spent and every rank's RNG state, so the rest
 of the epoch runs exactly as it would have. Runs written before the state file held the weights take them from
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..qat import load_observer_state, observer_state
 from .checkpoint import load_into, read_checkpoint, save_state
 from .metrics import read_metrics
 
@@ -44,6 +45,8 @@ def load_resume_state(run: Path, model, opt, sched, scaler, meta: dict) -> Resum
                              f"{state['epoch']}) disagree; the run was cut off between the two writes. Resume "
                              "is not safe: evaluate best.safetensors or train again")
         load_into(model, tensors, run / "last.safetensors", wmeta)
+    if state.get("qat_observers") is not None and observer_state(model) is not None:
+        load_observer_state(model, state["qat_observers"])  # a QAT run's activation ranges (older runs: observed anew)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
@@ -57,6 +60,7 @@ def save_resume_state(path: Path, resume: ResumeState, model, opt, sched, scaler
     save_state(path, {
         "epoch": resume.epoch, "partial": resume.mid_epoch,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "qat_observers": observer_state(model),  # None unless a QAT run (ghostnest.qat)
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
         "best_top1": resume.best_top1, "best_epoch": resume.best_epoch, "rows": resume.rows, "world_size": world,
         "rng_cpu": torch.get_rng_state(),
