@@ -382,26 +382,6 @@ def step_pipeline(ctx: Ctx, rec: Record) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- ddp
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return sorted(out)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metrics(run: Path) -> list[dict]:
     import csv
 
@@ -421,9 +401,10 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
     args = [a for s in sets for a in ("--set", s)] + ["--device", ctx.device.split(":")[0], "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
+    from ghostnest.train.distributed import child_pids, torchrun_train_command
+
     def torchrun(*extra):
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-                str(_free_port()), "-m", "ghostnest", "train", *extra]
+        return torchrun_train_command(list(extra), nproc=1)
 
     new = ["--recipe", "quickstart", *args]
 
@@ -445,7 +426,7 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
             while not (part / "last.state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)  # the end of epoch 1
             time.sleep(0.3 if not ctx.tiny else 0.2)
-            workers = _children(proc.pid)
+            workers = child_pids(proc.pid)
             sent = bool(workers) and proc.poll() is None
             for w in workers:
                 os.kill(w, signal.SIGTERM)  # the training process itself, as a scheduler's preemption would

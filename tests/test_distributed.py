@@ -7,9 +7,7 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from torch import nn
 from ghostnest import create_model
 from ghostnest.train import checkpoint as ckpt
 from ghostnest.train import resolve_config, train, trainer
+from ghostnest.train.distributed import child_pids, free_port, torchrun_train_command
 
 TINY = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1, "drop_rate": 0.0}
 TINY_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
-PYTHON = sys.executable
 CREATE_MODEL = trainer.create_recipe_model
 
 
@@ -39,12 +37,6 @@ def config(**extra):
 def rows(run):
     with open(Path(run) / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def group_norm_instead_of_batch_norm(model: nn.Module) -> nn.Module:
@@ -183,8 +175,7 @@ DEADLINE = 600  # seconds: generous, for a loaded machine; the tests wait on eve
 
 
 def torchrun(*args, nproc=2):
-    return [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-            str(free_port()), "-m", "ghostnest", "train", *args]
+    return torchrun_train_command(list(args), nproc)
 
 
 TRAIN_ARGS = ["--set", TINY_SET, "--set", "dataset=fake:classes=4,size=16,train=96,test=32", "--set",
@@ -209,19 +200,6 @@ def test_torchrun_cli_and_resume_at_another_world_size(tmp_path):
     # written by 2 ranks, continued by 1 process (batch 16 = 1 x 16 now)
     res = train(None, resume=run, device="cpu", progress=False, resume_epochs=3)
     assert res["world_size"] == 1 and [r["epoch"] for r in rows(run)] == ["1", "2", "3"]
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc), in pid order."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return sorted(out)
 
 
 def wait_until(condition, proc, what: str) -> None:

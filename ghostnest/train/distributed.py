@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -135,3 +138,30 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Dist:
         backend = dist.get_backend()
     control = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)) if backend != "gloo" else None
     return Dist(dev, dist.get_rank(), dist.get_world_size(), local_rank, backend, owned, control)
+
+
+# ------------------------------------------------------------ launching torchrun from Python (tests, gpu_check.py)
+def torchrun_train_command(args: list[str], nproc: int = 1) -> list[str]:
+    """The argv of ``torchrun --nproc_per_node nproc -m ghostnest train *args`` with this Python, on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(free_port()), "-m", "ghostnest", "train", *args]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for ``MASTER_PORT``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc), in pid order: torchrun's workers, to signal one."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
