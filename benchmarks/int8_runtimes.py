@@ -99,7 +99,7 @@ def measure(repeats: int, say) -> dict:
         files = {}
         for name in MODELS:
             say(f"exporting {name} (fp32 and int8 ONNX)")
-            files[name] = dict(zip(("fp32", "int8"), paper_model_files(name, Path(tmp))))
+            files[name] = dict(zip(("fp32", "int8"), paper_model_files(name, Path(tmp)), strict=True))
         for runtime, package in (("onnxruntime", "onnxruntime"), ("inductor", "torchao"), ("openvino", "openvino")):
             if importlib.util.find_spec(package) is None:
                 skipped.append(runtime)

@@ -268,7 +268,7 @@ def _findings(rec: dict) -> list[str]:
         med = [c["rows"][1]["ratio_to_first"] for c in cells]
         mins = [c["rows"][1]["min_ratio_to_first"] for c in cells]
         flops = [c["rows"][1]["gflops"] / c["rows"][0]["gflops"] for c in cells]
-        per_flop = [m / f for m, f in zip(mins, flops)]
+        per_flop = [m / f for m, f in zip(mins, flops, strict=True)]
         out.append(
             f"- **{word.capitalize()}**: ME-NeSt-Ghost takes {min(mins):.1f}-{max(mins):.1f}x the time of "
             f"EfficientNet-V2 of the same size (ratio of minima over {len(cells)} size/resolution cells; ratio of "
@@ -343,10 +343,10 @@ def plot_ratios(records: list[dict], path: Path) -> Path | None:
     for i, (label, pts) in enumerate(series):
         xs = [sizes.index(p[1]) + (i - (len(series) - 1) / 2) * width for p in pts]
         bars = ax.bar(xs, [p[4] for p in pts], width, label=label)
-        mins = [(x, p[5]) for x, p in zip(xs, pts) if p[5]]
+        mins = [(x, p[5]) for x, p in zip(xs, pts, strict=True) if p[5]]
         ax.plot([x for x, _ in mins], [m for _, m in mins], "k_", ms=10, mew=1.5,
                 label="ratio of minima" if i == 0 else None)
-        for bar, p in zip(bars, pts):
+        for bar, p in zip(bars, pts, strict=True):
             top = max(bar.get_height(), p[5] or 0) + 0.04
             ax.text(bar.get_x() + bar.get_width() / 2, top, f"{p[4]:.1f}\nb{p[3]}", ha="center",
                     va="bottom", fontsize=6)

@@ -181,7 +181,7 @@ def _timm_pairs(module: nn.Module) -> list[tuple[str, str]]:
     from timm.layers import BatchNormAct2d
 
     children = list(module._modules.items())
-    return [(a, b) for (a, conv), (b, bn) in zip(children[:-1], children[1:])
+    return [(a, b) for (a, conv), (b, bn) in zip(children[:-1], children[1:], strict=True)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, BatchNormAct2d)]
 
 
@@ -195,7 +195,7 @@ def _named_pairs(module: nn.Module) -> list[tuple[str, str]]:
         return list(declared())
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
-        return list(zip(names[:-1], names[1:]))
+        return list(zip(names[:-1], names[1:], strict=True))
     if type(module).__module__.startswith("timm."):
         return _timm_pairs(module)
     return []

@@ -88,10 +88,10 @@ def test_train_step_updates_weights_and_infer_step_does_not():
     before = [p.detach().clone() for p in model.parameters()]
     model.eval()
     make_step(model, "infer", x, y, torch.device("cpu"), torch.float32)()
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     model.train()
     make_step(model, "train", x, y, torch.device("cpu"), torch.float32)()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_percentile():

@@ -187,8 +187,8 @@ def test_batches_deterministic_per_epoch_seed_with_workers():
     batches = TrainBatches(data.train, (), 8, aug, workers=1, device=torch.device("cpu"))
     run1, run2 = list(batches.epoch(5)), list(batches.epoch(5))
     run3 = list(batches.epoch(6))
-    assert len(run1) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(run1, run2))
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(run1, run3))
+    assert len(run1) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(run1, run2, strict=True))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(run1, run3, strict=True))
     plain = TrainBatches(data.train, (), 8, None, workers=0, device=torch.device("cpu"))
     seen = torch.cat([lab for _, lab in plain.epoch(0)])
     assert sorted(seen.tolist()) == sorted(data.train.labels.tolist())  # one pass over every image

@@ -129,7 +129,7 @@ def test_export_checkpoint_carries_its_metadata_and_predicts_the_same(run, tmp_p
     theirs = list(csv.DictReader(open(tmp_path / "onnx.csv")))
     assert len(ours) == 5 and [r["ID"] for r in ours] == [r["ID"] for r in theirs]
     assert [r["label"] for r in ours] == [r["label"] for r in theirs]
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert abs(float(a["confidence"]) - float(b["confidence"])) < 1e-4
 
 

@@ -94,7 +94,7 @@ def test_predict_with_int8_file(run, files, tmp_path):
     assert main(["predict", str(int8), str(images), "--out", str(tmp_path / "b.csv")]) == 0
     a, b = (list(csv.DictReader(open(tmp_path / f))) for f in ("a.csv", "b.csv"))
     assert [r["ID"] for r in a] == [r["ID"] for r in b] and len(b) == 8
-    assert sum(x["label"] == y["label"] for x, y in zip(a, b)) >= 7
+    assert sum(x["label"] == y["label"] for x, y in zip(a, b, strict=True)) >= 7
 
 
 def test_int8_from_a_checkpoint_file_with_options(run, tmp_path):

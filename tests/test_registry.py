@@ -24,7 +24,7 @@ def test_timm_create_model_builds_the_same_model():
     torch.manual_seed(0)
     theirs = timm.create_model("ghostmixnet", num_classes=7)
     assert type(ours) is type(theirs) and count_params(ours) == count_params(theirs)
-    for (na, a), (nb, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+    for (na, a), (nb, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
         assert na == nb and torch.equal(a, b)
     assert "ghostmixnet" in timm.list_models("ghostmixnet*")
 

@@ -97,7 +97,7 @@ def test_depthwise_conv2d_backward_under_bf16_autocast():
     gx, gw = torch.autograd.grad(out.float().square().sum(), (x, w))
     ref = torch.autograd.grad(F.conv2d(x, w, None, 1, 2, 1, 6).square().sum(), (x, w))
     assert gx.dtype == gw.dtype == torch.float32
-    for got, want in zip((gx, gw), ref):
+    for got, want in zip((gx, gw), ref, strict=True):
         assert (got - want).abs().max() <= 0.05 * want.abs().max()
 
 

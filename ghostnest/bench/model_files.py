@@ -60,7 +60,7 @@ def bench_model_files(files: Sequence[str | Path], batch: int = 1, threads: int 
         if with_torch:
             say(f"building {runners[0].metadata['model']} in PyTorch")
             cases.append(_torch_case(runners[0].metadata, x))
-        for f, r in zip(files, runners):
+        for f, r in zip(files, runners, strict=True):
             say(f"warming up {f.name}")
             extra = {"file": str(f), "bytes": f.stat().st_size, "precision": "int8" if r.int8 else "fp32"}
             cases.append(session_case(f"{f.name} [onnxruntime]", r.session, x, extra))
@@ -70,7 +70,7 @@ def bench_model_files(files: Sequence[str | Path], batch: int = 1, threads: int 
     finally:
         torch.set_num_threads(previous)
     fields: dict[str, dict] = {}  # per network: files exported from one network share its counts
-    for row, r in zip(rows, ([runners[0]] if with_torch else []) + runners):
+    for row, r in zip(rows, ([runners[0]] if with_torch else []) + runners, strict=True):
         row["runtime"] = "onnxruntime" if row["file"] else "torch"
         row["threads"] = threads or previous
         key = repr((r.metadata["model"], r.metadata["num_classes"], r.metadata.get("model_kwargs", {})))

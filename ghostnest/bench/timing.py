@@ -145,7 +145,8 @@ def bench_models(
 
     with _num_threads(threads):
         rows = _run(
-            builders=[builder(name, info.family) for name, info in zip(names, infos)], input_size=input_size,
+            builders=[builder(name, info.family) for name, info in zip(names, infos, strict=True)],
+            input_size=input_size,
             batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
             warmup=warmup, seed=seed, say=say, compile=compile, runtime=runtime,
         )
@@ -208,7 +209,8 @@ def bench_variants(
 
     with _num_threads(threads):
         return _run(
-            builders=[builder(name, model, cl) for (name, model), cl in zip(variants, flags)], input_size=input_size,
+            builders=[builder(name, model, cl) for (name, model), cl in zip(variants, flags, strict=True)],
+            input_size=input_size,
             batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
             warmup=warmup, seed=seed, say=progress or (lambda _msg: None),
         )

@@ -115,7 +115,7 @@ class MixConv2d(nn.Module):
         self.splits = split_channels(channels, len(kernel_sizes), partition)
         self.convs = nn.ModuleList(
             SameConv2d(c, c * multiplier, k, stride, groups=c, bias=bias)
-            for c, k in zip(self.splits, kernel_sizes)
+            for c, k in zip(self.splits, kernel_sizes, strict=True)
         )
         self.impl: str | None = None  # None: the process default (set_default_mixconv_impl); not in state_dict
 
@@ -192,10 +192,10 @@ class MixConv2d(nn.Module):
             m = self.multiplier  # each group's slice repeated straight into a contiguous tensor: one copy
             return torch.cat([
                 same_conv2d(part.repeat_interleave(m, dim=1), conv.weight, conv.bias, self.stride, part.shape[1] * m)
-                for conv, part in zip(self.convs, x.split(self.splits, dim=1))
+                for conv, part in zip(self.convs, x.split(self.splits, dim=1), strict=True)
             ], dim=1)
         group = self._rowgrad_group if impl == "rowgrad" else nn.Conv2d.__call__  # "split" or "rowgrad"
-        return torch.cat([group(conv, part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
+        return torch.cat([group(conv, part) for conv, part in zip(self.convs, x.split(self.splits, dim=1), strict=True)], dim=1)
 
     @staticmethod
     def _rowgrad_group(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,7 @@ class GhostMixNet(PooledClassifier):
             nn.Conv2d(in_chans, cfg.stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
         )
         stages, in_ch = [], cfg.stem_width
-        for depth, width, stride in zip(cfg.depths, cfg.widths, cfg.strides):
+        for depth, width, stride in zip(cfg.depths, cfg.widths, cfg.strides, strict=True):
             blocks = []
             for i in range(depth):
                 blocks.append(GhostBlock(in_ch, width, stride if i == 0 else 1, cfg))

@@ -139,7 +139,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
         batch = torch.stack([resize_batch(read_image(f)[None].float(), size)[0].clamp(0, 255) for _, f in chunk])
         probs = model(norm(batch)).float().softmax(dim=1)
         conf, label = probs.max(dim=1)
-        for (ident, _), c, lab in zip(chunk, conf.tolist(), label.tolist()):
+        for (ident, _), c, lab in zip(chunk, conf.tolist(), label.tolist(), strict=True):
             rows.append({"ID": ident, "label": lab, "name": meta["classes"][lab], "confidence": round(c, 6)})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["ID", "label", "name", "confidence"], lineterminator="\n")

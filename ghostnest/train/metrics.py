@@ -54,7 +54,7 @@ def _parse_row(name: str, lineno: int, fields: list[str]) -> dict:
     if len(fields) != len(METRICS_HEADER):
         raise MetricsError(f"{name} line {lineno} has {len(fields)} fields, expected {len(METRICS_HEADER)}")
     row: dict = {}
-    for key, text in zip(METRICS_HEADER, fields):
+    for key, text in zip(METRICS_HEADER, fields, strict=True):
         text = text.strip()
         if text == "" and key != "epoch":
             row[key] = None
@@ -90,7 +90,7 @@ def plot_curves(path: Path, rows: list[dict], title: str, test_top1: float | Non
         for key in keys:
             points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points), marker=marker, label=key.replace("_", " "))
+                ax.plot(*zip(*points, strict=True), marker=marker, label=key.replace("_", " "))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
