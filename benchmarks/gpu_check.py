@@ -285,6 +285,47 @@ def step_speed_ghostmix(ctx: Ctx, rec: Record) -> None:
                                "met": best[0] / base >= TARGETS["ghostmix_train_vs_plain"]}
 
 
+# ------------------------------------------------------------------------------------------------------ mixconv
+MIXCONV_TRAIN_IMPLS = ("split", "single", "repeat", "rowgrad")  # "matmul" is for tiny maps only (4x4 and below)
+
+
+def step_mixconv(ctx: Ctx, rec: Record) -> None:
+    """MixConv's implementation in training on the GPU: an ME-NeSt-Ghost-S training step (bf16, channels_last,
+    256x256, batch 128) with every MixConv forced to each implementation, interleaved. ``impl="auto"`` trains with
+    "split" on GPUs because the CPU's measured choices need not carry over; this says whether another is faster."""
+    import torch
+
+    import ghostnest
+    from ghostnest.bench import bench_variants
+    from ghostnest.layers.mixconv import MixConv2d
+
+    kw = ctx.pick({}, {"stages": TINY_MENEST["stages"], "num_features": 32})
+
+    def build(impl):
+        torch.manual_seed(0)  # the same weights for every implementation
+        model = ghostnest.create_model("menest_ghost_s", num_classes=100, **kw)
+        for m in model.modules():
+            if isinstance(m, MixConv2d):
+                m.impl = impl
+        return model
+
+    batch = ctx.pick(128, 2)
+
+    def run():
+        rows = bench_variants([(impl, build(impl)) for impl in MIXCONV_TRAIN_IMPLS], input_size=ctx.pick(256, 32),
+                              batch=batch, num_classes=100, mode="train", device=ctx.device,
+                              dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny, repeats=ctx.pick(6, 2),
+                              warmup=ctx.pick(2, 1))
+        out = {r["name"]: {k: r.get(k) for k in ("median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb")}
+               for r in rows}
+        split = out["split"]["median_ms"]
+        for r in out.values():
+            r["vs_split"] = r["median_ms"] / split
+        return {"impls": out, "fastest": min(out, key=lambda k: out[k]["median_ms"])}
+
+    rec.cell(f"s/train/b{batch}", run)
+
+
 # -------------------------------------------------------------------------------------------------------- train
 def _train_cell(ctx: Ctx, recipe: str, overrides: dict, key: str) -> dict:
     from ghostnest.train import resolve_config, train
@@ -640,6 +681,17 @@ def render(ctx: Ctx) -> str:
     sp = g.get("speedup")
     L += ["", f"Speed-up of the best variant: **{_fmt(sp and sp['ratio'], '.2f')}x** "
           f"({'target met' if sp and sp['met'] else 'target missed' if sp else 'missing'}).", ""]
+    # mixconv
+    mc = next(iter((have.get("mixconv") or {}).get("cells", {}).values()), None)
+    L += ["### MixConv implementation in training (ME-NeSt-Ghost-S step)", "",
+          "bf16, channels_last, 256x256, batch 128, every MixConv forced to one implementation "
+          "(ghostnest/layers/mixconv.py); `auto` trains with `split` on GPUs.", "",
+          "| implementation | ms per step | images/s | vs split |", "|---|---|---|---|"]
+    for impl in MIXCONV_TRAIN_IMPLS:
+        c = ((mc or {}).get("impls") or {}).get(impl, {})
+        L.append(f"| {impl} | {_fmt(c.get('median_ms'), '.1f', (mc or {}).get('error', 'missing'))} | "
+                 f"{_fmt(c.get('images_per_s'), ',.0f')} | {_fmt(c.get('vs_split'), '.2f')} |")
+    L.append("")
     # training
     t = (have.get("train") or {}).get("cells", {})
     L += ["### Training on the GPU (recipes as written, fake data of the real shape)", "",
@@ -715,6 +767,9 @@ def summary(ctx: Ctx) -> str:
             elif name == "tests":
                 c = d["cells"].get("pytest", {})
                 verdict = f"rc {c.get('rc')} {c.get('counts')}"
+            elif name == "mixconv":
+                c = next(iter(d["cells"].values()), {})
+                verdict = f"fastest: {c.get('fastest', c.get('error'))}"
             elif name == "ddp":
                 c = d["cells"].get("sigterm_resume", {})
                 verdict = "exact resume" if c.get("exact") else f"not exact: {c.get('error') or c.get('stopped_at')}"
@@ -736,9 +791,9 @@ def step_render(ctx: Ctx, rec: Record | None = None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- steps
-# name: (function, budget in seconds on one H100, what it measures). Budgets sum to ~24 minutes; each < 9.
+# name: (function, budget in seconds on one H100, what it measures). Budgets sum to under 25 minutes; each < 9.
 STEPS = {
-    "env": (step_env, 30, "versions, GPU, nvidia-smi"),
+    "env": (step_env, 20, "versions, GPU, nvidia-smi"),
     "tests": (step_tests, 150, "the test suite's CUDA cases (`pytest -m cuda`): layers, fuse, train/resume, bf16"),
     "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
     "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
@@ -746,6 +801,7 @@ STEPS = {
     "speed": (step_speed, 330, "ME-NeSt-Ghost vs EfficientNet-V2 S/M/L/XL, bf16, batch 128/256, infer + train"),
     "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
     "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),
+    "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
     "ddp": (step_ddp, 90, "torchrun nproc 1, nccl, sync_bn: SIGTERM, resume, weights compared"),
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
     "render": (step_render, 5, "docs/benchmarks.md's GPU section and the summary table (any machine)"),

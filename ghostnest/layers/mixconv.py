@@ -28,7 +28,8 @@ from .depthwise import SameConv2d, depthwise_conv2d, same_conv2d
 #             "matmul" on maps of at most SMALL_MAP pixels, else "rowgrad" for m <= ROWGRAD_MAX_MULTIPLIER, else
 #             "split" (ME-NeSt-Ghost-S step, 128x128, batch 16, MixConv forward + backward summed per layer shape:
 #             4.5 s all "split", 3.5 s with "matmul" on maps <= 8x8, 2.6 s "rowgrad" everywhere; per shape "matmul"
-#             was faster still on 4x4 maps and "split" for multiplier 8). Training elsewhere (GPU): "split".
+#             was faster still on 4x4 maps and "split" for multiplier 8). Training elsewhere (GPU): "split" (unmeasured
+#             there: benchmarks/gpu_check.py --step mixconv times the alternatives).
 MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "rowgrad", "matmul")
 SMALL_MAP = 16  # pixels (4 x 4): where "auto" uses "matmul" in training
 ROWGRAD_MIN_KERNEL = 5  # oneDNN's own weight gradient is fast for 3x3 kernels
