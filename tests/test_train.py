@@ -55,6 +55,11 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="has finished"):
         train(None, resume=part, device="cpu", progress=False)
+    files = {f.name: f.read_bytes() for f in part.iterdir()}
+    for epochs, message in ((3, "has finished 3 epoch"), (2, "has finished 3 epoch"), (0, "must be a positive")):
+        with pytest.raises(ValueError, match=message):  # --set epochs=N that trains nothing more
+            train(None, resume=part, device="cpu", progress=False, resume_epochs=epochs)
+    assert {f.name: f.read_bytes() for f in part.iterdir()} == files  # the finished run is left as it was
     longer = train(None, resume=part, device="cpu", progress=False, resume_epochs=4)  # --set epochs=4
     assert longer["epochs"] == 4 and [r["epoch"] for r in rows(part)] == ["1", "2", "3", "4"]
     assert [r["train_loss"] for r in rows(part)[:3]] == [r["train_loss"] for r in rows(full)]  # history kept

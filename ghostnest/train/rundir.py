@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..fileio import atomic_write_text
-from .config import DERIVED_KEYS, TrainConfig, config_from_dict
+from .config import DERIVED_KEYS, TrainConfig, config_from_dict, config_to_dict
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -39,11 +39,27 @@ def open_run(cfg: TrainConfig | None, out, resume, resume_epochs: int | None,
         raise FileNotFoundError(f"{run} is not a resumable run: it needs config.yaml, last.safetensors and "
                                 "last.state.pt (written after the first finished epoch)")
     cfg = read_run_config(run)
+    finished = (run / "results.json").is_file()
     if resume_epochs is not None:
-        cfg.epochs = resume_epochs
-    if (run / "results.json").is_file() and resume_epochs is None:
+        cfg = config_from_dict({**config_to_dict(cfg), "epochs": resume_epochs})  # checked as any recipe value
+        done = finished_epochs(run)
+        if cfg.epochs < done or (finished and cfg.epochs == done):
+            raise ValueError(f"{run} has finished {done} epoch(s), so --set epochs={cfg.epochs} trains nothing more; "
+                             f"pass --set epochs=N with N > {done} to train longer (the run is left as it is)")
+    elif finished:
         raise ValueError(f"{run} has finished (results.json exists); to train longer pass --set epochs=N")
     return cfg, run
+
+
+def finished_epochs(run: Path) -> int:
+    """The number of finished epochs the resume point ``run/last.state.pt`` holds (read without loading weights)."""
+    import torch
+
+    try:
+        return int(torch.load(Path(run) / "last.state.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception as exc:
+        raise ValueError(f"{run}/last.state.pt is corrupt or truncated ({type(exc).__name__}); the run cannot be "
+                         f"resumed: evaluate {run}/best.safetensors or train again") from None
 
 
 def read_run_config(run: Path) -> TrainConfig:
