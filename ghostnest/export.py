@@ -228,6 +228,9 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
     groups ``float_layers`` kept in float."""
     _check_format(fmt)
+    if input_size is not None and input_size < 1:
+        raise ValueError(f"--input {input_size} must be a positive image size in pixels (or leave it out for the "
+                         "checkpoint's own size)")
     if int8:
         if fmt != "onnx":
             raise ValueError(f"--int8 writes a quantized ONNX file; use --format onnx (not {fmt})")

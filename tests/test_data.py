@@ -106,6 +106,15 @@ def test_offline_missing_data_error_writes_nothing(tmp_path):
     assert isinstance(err.value, OSError)
 
 
+def test_incomplete_cifar_folder_names_the_missing_files(tmp_path, no_download):
+    _write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").unlink()
+    with pytest.raises(DataNotFoundError, match=r"cifar-10-batches-py/ is incomplete \(no data_batch_4, batches.meta\)"):
+        load_dataset("cifar10", str(tmp_path), download=False)
+    assert (tmp_path / "cifar-10-batches-py" / "data_batch_1").is_file()  # what was there is kept
+
+
 def test_failed_download_is_cleaned_up(tmp_path, monkeypatch):
     from torchvision import datasets
 

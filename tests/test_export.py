@@ -161,6 +161,8 @@ def test_export_by_model_name_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err  # the model's own check, not the exporter's trace
     assert err.splitlines() == [
         "error: cannot export at input size 8: GhostMixNet expects (N, C, H, W) input with H, W >= 32; got (1, 3, 8, 8)"]
+    assert main(["export", "ghostmixnet", "--format", "onnx", "--input", "0", "--out", str(tmp_path / "0.onnx")]) == 2
+    assert "--input 0 must be a positive image size" in capsys.readouterr().err  # 0 is not "the default size"
     with pytest.raises(SystemExit):  # argparse rejects an unsupported format before anything runs
         main(["export", "ghostmixnet", "--format", "tflite", "--out", str(tmp_path / "z.tflite")])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err

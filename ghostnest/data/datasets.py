@@ -219,8 +219,11 @@ def _try_download(cls, root: Path, kind: str, folder: str, archive: str, files: 
 
 def _missing_message(kind: str, root: Path, folder: str, archive: str, files: list[str]) -> str:
     url = f"https://www.cs.toronto.edu/~kriz/{archive}"
+    missing = [f for f in files if not (root / folder / f).is_file()]
+    where = (f"{root / folder}/ is incomplete (no {', '.join(missing)})" if (root / folder).is_dir()
+             else f"{kind} is not in {root}")
     return (
-        f"{kind} is not in {root} and could not be downloaded: put the extracted folder {root / folder}/ "
+        f"{where} and could not be downloaded: put the extracted folder {root / folder}/ "
         f"(files {', '.join(files)}) or the archive {root / archive} ({url}) there, or point --data-dir / "
         f"$GHOSTNEST_DATA at the folder that holds them"
     )
