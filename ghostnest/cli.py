@@ -11,6 +11,17 @@ import json
 import sys
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (0 must not silently mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .registry import list_models
     from .stats import model_stats
@@ -35,7 +46,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def add_models_parser(sub) -> None:
     p = sub.add_parser("models", help="list every model: parameters, GFLOPs, default input size")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'menest*'")
-    p.add_argument("--num-classes", type=int, default=None, help="class count (default: the paper's)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="class count (default: the paper's)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops, input_size}")
     p.set_defaults(func=_cmd_models)
 
@@ -236,7 +247,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--dataset", default=None, help="data set (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default 256)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where confusion.png/eval.json go (default: beside it; with --model-file FILE.onnx, "
                    "FILE.confusion.png/FILE.eval.json beside the file)")
@@ -303,7 +314,8 @@ def add_export_parser(sub) -> None:
     p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
-    p.add_argument("--input", type=int, default=None, help="input size (default: the checkpoint's or model's)")
+    p.add_argument("--input", type=positive_int, default=None,
+                   help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--fuse", action="store_true", help="export the fused inference model (ghostnest.fuse: BN folded)")
     g = p.add_argument_group("int8 (post-training static quantization, docs/deployment.md)")

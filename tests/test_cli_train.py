@@ -101,6 +101,8 @@ def test_predict_end_to_end(run, tmp_path):
     (["train", "--set", "model_kwargs.widht=3", "--set", "epochs=1"], "unknown GhostMixNet option(s) ['widht']"),
     (["train", "--set", "model=efficientnetv2_s", "--set", "model_kwargs.nope=1", "--set", "epochs=1"],
      "model efficientnetv2_s does not accept model_kwargs {'nope': 1}"),
+    (["train", "--set", "image_size=16", "--set", "epochs=1"],
+     "image_size=16 is below ghostmixnet's smallest input (32 pixels)"),
 ])
 def test_bad_train_input(args, message, capsys, tmp_path):
     out = tmp_path / "never"
@@ -116,6 +118,15 @@ def test_offline_missing_cifar_through_cli(tmp_path, capsys):
     err = one_error_line(capsys)
     assert "cifar-10-batches-py" in err and "cifar-10-python.tar.gz" in err
     assert not out.exists() and not data.exists()
+
+
+def test_a_run_that_saved_no_checkpoint_says_how_to_start_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("recipe: quickstart\n")  # a first attempt that stopped before any checkpoint
+    assert main(["train", "--recipe", "quickstart", *TINY, "--out", str(out), "--device", "cpu"]) == 2
+    assert "saved no checkpoint yet" in (err := one_error_line(capsys)) and "--auto-resume" in err
+    assert (out / "config.yaml").read_text() == "recipe: quickstart\n"
 
 
 def test_existing_run_is_not_overwritten(run, capsys):
@@ -139,6 +150,9 @@ def test_bad_checkpoints_and_images(run, capsys, tmp_path):
     cut.write_bytes((run / "best.safetensors").read_bytes()[:300])
     assert main(["eval", str(cut), "--device", "cpu"]) == 2
     assert "is corrupt or truncated" in one_error_line(capsys)
+    with pytest.raises(SystemExit):  # a zero batch is refused by the parser, not met as a range() error
+        main(["eval", str(run), "--batch-size", "0", "--device", "cpu"])
+    assert "argument --batch-size: must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.safetensors"), str(tmp_path)]) == 2
     assert "does not exist" in one_error_line(capsys)
     # an unreadable image: error names it, no CSV written

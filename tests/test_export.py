@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 import ghostnest
-from ghostnest.export import OnnxClassifier, export_model, read_metadata
+from ghostnest.export import OnnxClassifier, export, export_model, read_metadata
 from helpers import calibrate_bn
 
 META = {"model": "ghostmixnet", "class_names": [f"c{i}" for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -161,8 +161,11 @@ def test_export_by_model_name_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err  # the model's own check, not the exporter's trace
     assert err.splitlines() == [
         "error: cannot export at input size 8: GhostMixNet expects (N, C, H, W) input with H, W >= 32; got (1, 3, 8, 8)"]
-    assert main(["export", "ghostmixnet", "--format", "onnx", "--input", "0", "--out", str(tmp_path / "0.onnx")]) == 2
-    assert "--input 0 must be a positive image size" in capsys.readouterr().err  # 0 is not "the default size"
+    with pytest.raises(SystemExit):  # 0 is not "the default size"
+        main(["export", "ghostmixnet", "--format", "onnx", "--input", "0", "--out", str(tmp_path / "0.onnx")])
+    assert "argument --input: must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--input 0 must be a positive image size"):  # the Python API too
+        export("ghostmixnet", "onnx", tmp_path / "0.onnx", input_size=0)
     with pytest.raises(SystemExit):  # argparse rejects an unsupported format before anything runs
         main(["export", "ghostmixnet", "--format", "tflite", "--out", str(tmp_path / "z.tflite")])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err

@@ -32,6 +32,9 @@ def open_run(cfg: TrainConfig | None, out, resume, resume_epochs: int | None,
     if resume is None:
         run = Path(out) if out is not None else default_run_dir(cfg.recipe)
         if (run / "config.yaml").exists() and not (restart_unstarted and not (run / "last.state.pt").exists()):
+            if not (run / "last.state.pt").exists():
+                raise ValueError(f"{run} holds a run that saved no checkpoint yet: if it is still running choose "
+                                 "another --out; if it stopped, add --auto-resume to start it again there")
             raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
         return cfg, run
     run = Path(resume)

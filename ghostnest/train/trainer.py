@@ -82,6 +82,10 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
                          "drop --set num_classes (it defaults to the data set's count)")
     pipe = build_train_pipeline(cfg, data, dev, dist.rank, dist.world)
     model, params = _build_model(cfg, data.num_classes, dist, init=not resuming)
+    smallest = getattr(model, "min_input_size", 1)  # checked here, before the run directory is written
+    if pipe.image_size < smallest:
+        raise ValueError(f"image_size={pipe.image_size} is below {cfg.model}'s smallest input ({smallest} pixels); "
+                         f"set --set image_size={smallest} or more")
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
     autocast, amp_dtype = autocast_for(cfg, dev)
