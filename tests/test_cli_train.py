@@ -150,6 +150,10 @@ def test_bad_checkpoints_and_images(run, capsys, tmp_path):
     cut.write_bytes((run / "best.safetensors").read_bytes()[:300])
     assert main(["eval", str(cut), "--device", "cpu"]) == 2
     assert "is corrupt or truncated" in one_error_line(capsys)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not read")
+    assert main(["eval", str(onnx), "--device", "cpu"]) == 2  # an exported file where a checkpoint belongs
+    assert "is an exported model file, not a checkpoint" in (err := one_error_line(capsys)) and "--model-file" in err
     with pytest.raises(SystemExit):  # a zero batch is refused by the parser, not met as a range() error
         main(["eval", str(run), "--batch-size", "0", "--device", "cpu"])
     assert "argument --batch-size: must be a positive integer, got 0" in capsys.readouterr().err

@@ -58,6 +58,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load
 
     path = resolve_checkpoint_path(path)
+    if path.suffix.lower() in (".onnx", ".pt2"):
+        raise ValueError(f"{path} is an exported model file, not a checkpoint: pass the run directory or its "
+                         ".safetensors checkpoint (eval takes an exported .onnx file with --model-file; predict "
+                         "takes one directly)")
     data = path.read_bytes()
     try:
         tensors = load(data)
