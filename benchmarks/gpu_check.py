@@ -405,7 +405,8 @@ def step_project(ctx: Ctx, rec: Record) -> None:
 
 # ----------------------------------------------------------------------------------------------------- pipeline
 def step_pipeline(ctx: Ctx, rec: Record) -> None:
-    """Images/s of each recipe's whole input pipeline alone (no model), at the recipe's worker count and at more."""
+    """Images/s of each recipe's whole input pipeline alone (no model), at the recipe's worker count and at more,
+    and with the augmentation on the GPU (``augment_on: device``, per image and in groups of 16)."""
     from ghostnest.bench import bench_data
 
     cpus = os.cpu_count() or 1
@@ -420,6 +421,11 @@ def step_pipeline(ctx: Ctx, rec: Record) -> None:
             key = f"{recipe}/workers={'recipe' if w is None else w}"
             rec.cell(key, lambda recipe=recipe, over=over, w=w: bench_data(
                 recipe, over, batches=ctx.pick(30, 2), warmup=ctx.pick(3, 1), device=ctx.device, workers=w))
+        # the same ops run on the batch on the GPU (augment_on: device), per image and in groups of 16
+        for group in ctx.pick((1, 16), (4,)) if recipe in ("ghostmixnet-cifar10", "menest-cifar100") else ():
+            rec.cell(f"{recipe}/device-augment group={group}", lambda recipe=recipe, over=over, group=group: bench_data(
+                recipe, [*over, "augment_on=device", f"augment_group={group}"], batches=ctx.pick(30, 2),
+                warmup=ctx.pick(3, 1), device=ctx.device))
 
 
 # ---------------------------------------------------------------------------------------------------------- ddp

@@ -8,7 +8,8 @@ import torch
 from helpers import load_benchmark_script
 
 from ghostnest import create_model
-from ghostnest.bench import RESULT_KEYS, bench_models, bench_variants, format_table, make_step, percentile, spread
+from ghostnest.bench import (RESULT_KEYS, bench_models, bench_variants, format_data, format_table, make_step, percentile,
+                             spread)
 from ghostnest.cli import main
 
 TINY = dict(depths=(1, 1, 1), widths=(8, 16, 32), stem_width=8)
@@ -190,6 +191,11 @@ def test_bench_data_pipeline_with_augmentation_and_mixing():
     assert row["batch"] == 16 and row["batches"] == 3 and row["mixing"] is True
     assert "AutoAugment" in row["augment"] and row["batches_per_epoch"] == 16
     assert row["images_per_s"] > 0 and row["min_ms"] <= row["median_batch_ms"] <= row["max_ms"]
+    assert row["augment_on"] == "workers" and row["augment_group"] is None
+    on_device = bench_data("ghostmixnet-cifar10", ["dataset=fake:size=32,train=256", "augment_on=device",
+                                                   "augment_group=4"], batches=2, warmup=1, batch=16, device="cpu")
+    assert (on_device["augment_on"], on_device["augment_group"], on_device["workers"]) == ("device", 4, 0)
+    assert "augmented on the device in groups of 4" in format_data(on_device)
 
 
 def test_cli_bench_data(capsys, tmp_path):

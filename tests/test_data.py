@@ -17,11 +17,13 @@ from ghostnest.data import (
     TrainBatches,
     build_augment,
     build_mix,
+    build_train_pipeline,
     load_dataset,
     make_fake,
     train_val_split,
 )
 from ghostnest.data import datasets as ds_mod
+from ghostnest.train import resolve_config
 
 
 def _write_cifar10(root, n=3):
@@ -201,6 +203,49 @@ def test_batches_deterministic_per_epoch_seed_with_workers():
     plain = TrainBatches(data.train, (), 8, None, workers=0, device=torch.device("cpu"))
     seen = torch.cat([lab for _, lab in plain.epoch(0)])
     assert sorted(seen.tolist()) == sorted(data.train.labels.tolist())  # one pass over every image
+
+
+def test_device_augment_draws_per_image_or_per_group():
+    """augment_on=device: the v2 ops on the batch where it lies; group=1 draws per image (as the workers do), a
+    group of the whole batch draws once; the resizes come first; the same seed gives the same batch."""
+    from ghostnest.data.loader import DeviceAugment
+
+    images = torch.arange(64 * 3 * 4 * 4, dtype=torch.int64).remainder(251).to(torch.uint8).view(64, 3, 4, 4)
+    flip = build_augment([{"op": "RandomHorizontalFlip"}])
+    flipped = images.flip(-1)
+
+    def flips(group):
+        torch.manual_seed(0)
+        out = DeviceAugment((), flip, group)(images)
+        assert out.shape == images.shape and out.dtype == torch.uint8
+        assert all(torch.equal(o, a) or torch.equal(o, b) for o, a, b in zip(out, images, flipped, strict=True))
+        return [torch.equal(o, b) for o, b in zip(out, flipped, strict=True)]
+
+    per_image, whole = flips(1), flips(64)
+    assert 0 < sum(per_image) < 64  # each image its own coin
+    assert len(set(whole)) == 1  # one coin for all
+    by_eight = flips(8)
+    assert all(len(set(by_eight[i:i + 8])) == 1 for i in range(0, 64, 8)) and len(set(by_eight)) == 2
+    assert flips(1) == per_image  # seeded: a resumed run repeats it
+    torch.manual_seed(0)
+    assert DeviceAugment((8,), flip, 4)(images).shape == (64, 3, 8, 8)  # resized first, as in the workers
+    with pytest.raises(ValueError, match="augment_group=0"):
+        DeviceAugment((), flip, 0)
+
+
+def test_device_augment_pipeline_and_config():
+    data = make_fake(classes=4, size=16, train=24, test=4)
+    cfg = resolve_config({"dataset": "fake:classes=4,size=16,train=24,test=4", "batch_size": 8, "image_size": 24,
+                          "augment": [{"op": "RandomCrop", "size": 24, "padding": 2}], "augment_on": "device",
+                          "augment_group": 4, "workers": 3})
+    pipe = build_train_pipeline(cfg, data, torch.device("cpu"))
+    assert pipe.batches.dataset is None and pipe.batches.device_augment is not None  # no DataLoader, no workers
+    x, y = next(iter(pipe.batches.epoch(0)))
+    assert x.shape == (8, 3, 24, 24) and x.dtype == torch.uint8 and pipe.preprocess(x).shape == (8, 3, 24, 24)
+    with pytest.raises(ValueError, match="augment_on='gpu' is not accepted; accepted values: workers, device"):
+        resolve_config({"augment_on": "gpu"})
+    with pytest.raises(ValueError, match="augment_group=0 must be a positive integer"):
+        resolve_config({"augment_group": 0})
 
 
 def test_build_augment_rejects_unknown_ops():

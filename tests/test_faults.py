@@ -66,12 +66,16 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsy
     assert same_weights(run, tmp_path / "full")
 
 
-@pytest.mark.parametrize("qat", [False, True], ids=["float", "qat"])
-def test_checkpoint_steps_resume_inside_an_epoch(tmp_path, qat):
+DEVICE_AUGMENT = {"augment": [{"op": "RandomCrop", "size": 16, "padding": 2}, {"op": "RandomHorizontalFlip"}],
+                  "augment_on": "device", "augment_group": 2}
+
+
+@pytest.mark.parametrize("extra", [{}, {"qat": True}, DEVICE_AUGMENT], ids=["float", "qat", "device-augment"])
+def test_checkpoint_steps_resume_inside_an_epoch(tmp_path, extra):
     from ghostnest.train import resolve_config, train
 
     cfg = dict(recipe="tiny", model="ghostmixnet", dataset="fake:classes=4,size=16,train=96", val_fraction=0.25,
-               workers=0, epochs=2, batch_size=16, threads=1, mixup_alpha=0.2, qat=qat,
+               workers=0, epochs=2, batch_size=16, threads=1, mixup_alpha=0.2, **extra,
                model_kwargs={"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1})
     train(resolve_config(cfg), tmp_path / "full", device="cpu", progress=False)
     part = tmp_path / "part"

@@ -104,7 +104,9 @@ def bench_data(
     dev = resolve_device(device)
     say = progress or (lambda _msg: None)
     data, pipe = _pipeline(cfg, dev, say)
-    say(f"timing {warmup} warm-up + {batches} batches of {cfg.batch_size} with {cfg.workers} worker(s)")
+    on_device = pipe.batches.device_augment is not None
+    say(f"timing {warmup} warm-up + {batches} batches of {cfg.batch_size} "
+        + (f"augmented on {dev} (groups of {cfg.augment_group})" if on_device else f"with {cfg.workers} worker(s)"))
     times, n_images, startup = _time_batches(pipe, dev, warmup, batches)
     total_s = sum(times) / 1e3
     stats = spread(times)
@@ -115,7 +117,9 @@ def bench_data(
         "image_size": pipe.image_size,
         "stored_size": int(data.train.images.shape[-1]),
         "batch": cfg.batch_size,
-        "workers": cfg.workers if pipe.augment is not None else 0,
+        "workers": cfg.workers if pipe.augment is not None and not on_device else 0,
+        "augment_on": cfg.augment_on if pipe.augment is not None else None,
+        "augment_group": cfg.augment_group if on_device else None,
         "augment": [op.get("op") for op in cfg.augment],
         "mixing": pipe.mix is not None,
         "batches": batches,

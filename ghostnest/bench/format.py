@@ -32,9 +32,11 @@ def format_table(rows: list[dict]) -> str:
 def format_data(row: dict) -> str:
     """A few plain-text lines for a ``bench_data`` result."""
     aug = ", ".join(row["augment"]) or "none"
+    where = (f"augmented on the device in groups of {row['augment_group']}" if row.get("augment_on") == "device"
+             else f"{row['workers']} worker(s)")
     return "\n".join([
         f"recipe {row['recipe']}: {row['dataset']} -> {row['image_size']}px (stored {row['stored_size']}px), "
-        f"batch {row['batch']}, {row['workers']} worker(s), device {row['device']}",
+        f"batch {row['batch']}, {where}, device {row['device']}",
         f"per-image augmentation: {aug}; Mixup/CutMix: {'yes' if row['mixing'] else 'no'}",
         f"{row['images_per_s']:,.1f} images/s; median {row['median_batch_ms']:.1f} ms per batch "
         f"(IQR {row['p25_ms']:.1f}-{row['p75_ms']:.1f}, min-max {row['min_ms']:.1f}-{row['max_ms']:.1f}) over "

@@ -4,7 +4,8 @@
   training resolution, normalisation and Mixup/CutMix are done per *batch* on the device.
 - Only when a recipe asks for per-image augmentation (AutoAugment, RandAugment, ... which draw different random
   parameters per image) do batches come from a ``DataLoader`` whose workers run torchvision.transforms.v2 on the
-  uint8 images.
+  uint8 images; or, with ``augment_on: device``, the same v2 pipeline runs on the batch on the device
+  (:class:`DeviceAugment`), for a GPU the CPU workers cannot keep fed.
 - Every epoch's randomness (shuffle, per-image augmentation, mixing, dropout) is drawn from a generator seeded with
   ``(seed, epoch)``, so a run resumed at epoch k sees exactly the batches an uninterrupted run would have.
 """
@@ -131,6 +132,27 @@ class _Augmented(Dataset):
         return img.as_subclass(torch.Tensor), self.split.labels[i]
 
 
+class DeviceAugment:
+    """Per-image augmentation on the training device (``augment_on: device``): the workers' v2 pipeline (the
+    resizes, then the recipe's ops) applied to a uint8 batch where it already lies, in groups of ``group`` images.
+
+    torchvision.transforms.v2 draws one set of random parameters per call, so each group shares one draw. With
+    ``group=1`` every image gets its own draw, as in the loader workers (the papers' per-image augmentation), at one
+    pipeline call per image; a larger group makes fewer calls, and since batches are shuffled every image still
+    sees the same distribution of transforms, only images of the same group are transformed alike. The draws come
+    from the training process's RNG, which checkpoints save, so resumed runs repeat them exactly."""
+
+    def __init__(self, sizes: tuple[int, ...], augment: v2.Compose, group: int = 1):
+        if group < 1:
+            raise ValueError(f"augment_group={group} must be a positive integer")
+        resize = [v2.Resize((s, s), interpolation=v2.InterpolationMode.BICUBIC, antialias=True) for s in sizes]
+        self.pipeline, self.group = v2.Compose(resize + [augment]), group
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.pipeline(tv_tensors.Image(chunk)).as_subclass(torch.Tensor)
+                          for chunk in images.split(self.group)])
+
+
 class TrainBatches:
     """This process's share of every shuffled training batch (uint8 images, int64 labels), deterministic in the
     epoch's seed.
@@ -140,11 +162,14 @@ class TrainBatches:
     (``randperm`` seeded with the epoch's seed, the same on every rank) and deals it out round-robin, so the ranks'
     batch *i* together hold exactly the images of the one-process batch *i* at any world size. One process is the
     ``world=1`` case. Without per-image augmentation the split is moved to the device once and batches are slices
-    of it; with it, a ``DataLoader`` with ``workers`` processes runs the v2 pipeline per image.
+    of it; with it, a ``DataLoader`` with ``workers`` processes runs the v2 pipeline per image, or, with
+    ``augment_on="device"``, the batches are slices of the split on the device that :class:`DeviceAugment`
+    transforms there (``workers`` unused).
     """
 
     def __init__(self, split: Split, sizes: tuple[int, ...], batch_size: int, augment: v2.Compose | None, workers: int,
-                 device: torch.device, rank: int = 0, world: int = 1):
+                 device: torch.device, rank: int = 0, world: int = 1, augment_on: str = "workers",
+                 augment_group: int = 1):
         if batch_size % world:
             raise ValueError(f"batch_size={batch_size} is the global batch and must divide evenly over the "
                              f"{world} processes; choose a multiple of {world} (e.g. --set batch_size="
@@ -153,7 +178,12 @@ class TrainBatches:
         self.rank, self.world = rank, world
         self.drop_last = len(split) >= batch_size
         self.augment = augment
-        self.dataset = _Augmented(split, sizes, augment) if augment is not None else None
+        if augment_on not in ("workers", "device"):
+            raise ValueError(f"augment_on={augment_on!r} must be 'workers' or 'device'")
+        self.device_augment = DeviceAugment(sizes, augment, augment_group) \
+            if augment is not None and augment_on == "device" else None
+        self.dataset = _Augmented(split, sizes, augment) if augment is not None and self.device_augment is None \
+            else None
         if self.dataset is None:
             self.images = split.images.to(device)
             self.labels = split.labels.to(device)
@@ -171,7 +201,8 @@ class TrainBatches:
             order = torch.tensor(list(self.sampler), device=self.device)
             for i in range(skip, len(self)):
                 idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.images[idx], self.labels[idx]
+                images = self.images[idx]
+                yield (images if self.device_augment is None else self.device_augment(images)), self.labels[idx]
             return
         batches = list(BatchSampler(list(self.sampler), self.batch_size, self.drop_last))
         # Worker processes draw their augmentation from seeds fixed when the loader starts, so a resumed epoch

@@ -48,7 +48,8 @@ def split_train_val(cfg, data: ImageData) -> tuple[Split, Split]:
 def build_train_pipeline(cfg, data: ImageData, device: torch.device, rank: int = 0, world: int = 1) -> TrainPipeline:
     """The input pipeline of resolved config ``cfg`` (a ``TrainConfig``) on ``data`` (``load_dataset(...)``).
 
-    Uses ``cfg``'s image_size, val_on_test/val_fraction/split_seed, augment, workers, batch_size (the global
+    Uses ``cfg``'s image_size, val_on_test/val_fraction/split_seed, augment, augment_on/augment_group, workers,
+    batch_size (the global
     batch), channels_last (CUDA only), mixup_alpha/cutmix_alpha/mixup_p. ``ValueError`` when the split holds
     less than one batch or the batch does not divide over ``world`` processes.
     """
@@ -57,7 +58,8 @@ def build_train_pipeline(cfg, data: ImageData, device: torch.device, rank: int =
     train_split, val_split = split_train_val(cfg, data)
     augment = build_augment(cfg.augment)
     sizes = resize_steps(data.train.images.shape[-1], data.size, size)
-    batches = TrainBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, device, rank, world)
+    batches = TrainBatches(train_split, sizes, cfg.batch_size, augment, cfg.workers, device, rank, world,
+                           augment_on=cfg.augment_on, augment_group=cfg.augment_group)
     if len(batches) < 1:
         raise ValueError(f"{cfg.dataset} has {len(train_split)} training images, fewer than one batch of "
                          f"{cfg.batch_size}; choose a smaller batch_size")
@@ -66,7 +68,7 @@ def build_train_pipeline(cfg, data: ImageData, device: torch.device, rank: int =
         if world > 1 else val_split
     return TrainPipeline(
         batches=batches,
-        # training batches with per-image augmentation arrive already resized by the loader workers
+        # training batches with per-image augmentation arrive already resized (by the loader workers or on the device)
         preprocess=ToModelInput(data.mean, data.std, () if augment else sizes, device, channels_last),
         eval_preprocess=ToModelInput(data.mean, data.std, sizes, device, channels_last),
         mix=build_mix(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mixup_p, data.num_classes),

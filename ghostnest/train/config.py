@@ -40,6 +40,8 @@ class TrainConfig:
     cutmix_alpha: float = 0.0  # per-batch v2.CutMix (0 = off)
     mixup_p: float = 0.5  # probability of MixUp when both are on (else CutMix)
     workers: int = 2  # DataLoader workers for per-image augmentation
+    augment_on: str = "workers"  # or "device": the augment ops run on the batch on the training device (a GPU)
+    augment_group: int = 1  # augment_on=device: images per draw of random parameters (1: per image, as the workers)
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -73,8 +75,9 @@ CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "scheduler": ("cosine", "cosine_restarts", "constant"),
     "amp": ("auto", "bf16", "fp16", "fp32"),
+    "augment_on": ("workers", "device"),
 }
-POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult")
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult", "augment_group")
 
 
 def recipe_dir() -> Path:
