@@ -1,6 +1,7 @@
 """The checks that have a device dimension, on every device present (tests/conftest.py: ``cpu`` always, ``cuda``
 where available, skipped otherwise): layers (MixConv implementations, Ghost module, Split-Attention layouts),
-fuse parity, bf16 autocast forward parity (tolerance ``BF16_RTOL``), quantization-aware training steps, and
+fuse parity, bf16 autocast forward parity (tolerance ``BF16_RTOL``), quantization-aware training steps, the
+recipes' augmentation on the device (``augment_on: device``), and
 training + resume exactness.
 
 The CPU cases are deliberately small (other test files check the same on CPU at larger sizes); on a GPU they
@@ -155,6 +156,25 @@ def test_qat_steps_on_device(device, name):
     assert losses[-1] < losses[0]
     assert all(fq.scale.device.type == device.type for fq in model.qat_observers.values())
     assert not any("parametrizations" in k for k in model.state_dict())
+
+
+# ---------------------------------------------------------------------------------------- input augmentation
+@pytest.mark.parametrize("recipe", ["ghostmixnet-cifar10", "menest-cifar100"])
+def test_device_augment_runs_every_recipe_op_on_the_device(device, recipe):
+    """augment_on=device: the papers' recipes' v2 ops (and the resizes before them) run on this device's uint8
+    batch and keep it uint8, of the training size, on the device."""
+    from ghostnest.data.loader import DeviceAugment, build_augment, resize_steps
+    from ghostnest.train.config import load_recipe
+
+    spec = load_recipe(recipe)
+    sizes = resize_steps(32, 128 if recipe.startswith("menest") else 32, spec.get("image_size") or 32)
+    augment = DeviceAugment(sizes, build_augment(spec["augment"]), group=2)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, device=device)
+    for _ in range(3):  # several draws: AutoAugment / RandAugment pick other ops each time
+        out = augment(images)
+        assert out.device.type == device.type and out.dtype == torch.uint8
+        assert out.shape == (4, 3, sizes[-1] if sizes else 32, sizes[-1] if sizes else 32)
 
 
 # -------------------------------------------------------------------------------------------- training, resume
