@@ -118,11 +118,17 @@ class ToModelInput:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def resized_augment(sizes: tuple[int, ...], augment: v2.Compose) -> v2.Compose:
+    """The per-image pipeline on uint8 images: the resizes to the training size (bicubic, antialiased), then the
+    recipe's augmentation at that size (the loader workers' and :class:`DeviceAugment`'s one definition)."""
+    resize = [v2.Resize((s, s), interpolation=v2.InterpolationMode.BICUBIC, antialias=True) for s in sizes]
+    return v2.Compose(resize + [augment])
+
+
 class _Augmented(Dataset):
     def __init__(self, split: Split, sizes: tuple[int, ...], augment: v2.Compose):
         self.split, self.augment = split, augment
-        resize = [v2.Resize((s, s), interpolation=v2.InterpolationMode.BICUBIC, antialias=True) for s in sizes]
-        self.pipeline = v2.Compose(resize + [augment])
+        self.pipeline = resized_augment(sizes, augment)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -145,8 +151,7 @@ class DeviceAugment:
     def __init__(self, sizes: tuple[int, ...], augment: v2.Compose, group: int = 1):
         if group < 1:
             raise ValueError(f"augment_group={group} must be a positive integer")
-        resize = [v2.Resize((s, s), interpolation=v2.InterpolationMode.BICUBIC, antialias=True) for s in sizes]
-        self.pipeline, self.group = v2.Compose(resize + [augment]), group
+        self.pipeline, self.group = resized_augment(sizes, augment), group
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.pipeline(tv_tensors.Image(chunk)).as_subclass(torch.Tensor)
