@@ -192,3 +192,26 @@ def test_menest_trains_through_the_fast_paths(tmp_path, monkeypatch):
     assert [r["train_loss"] for r in rows(full)] == [r["train_loss"] for r in rows(part)]
     losses = [float(r["train_loss"]) for r in rows(full)]
     assert all(loss == loss and loss < 10 for loss in losses)  # finite
+
+
+def test_a_slow_input_pipeline_is_named_in_the_log(tmp_path, monkeypatch, capsys):
+    """The epoch log shows how long the loop waited for its batches, and says once how to feed it faster."""
+    import time
+
+    from ghostnest.data import loader
+
+    real = loader._Augmented.__getitem__
+
+    def slow(self, i):
+        time.sleep(0.004)  # an augmentation far slower than the tiny model's step
+        return real(self, i)
+
+    monkeypatch.setattr(loader._Augmented, "__getitem__", slow)
+    cfg = tiny_config(epochs=2, augment=[{"op": "RandomHorizontalFlip"}], workers=0)
+    train(cfg, tmp_path / "run", device="cpu", progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and all("input wait" in line for line in lines)
+    assert int(lines[0].split("input wait ")[1].split("%")[0]) >= 30
+    assert err.count("waited for its input batches") == 1 and "--set workers=N (now 0;" in err
+    assert "augment_on=device" in err

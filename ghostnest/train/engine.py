@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -62,6 +63,8 @@ class RunContext:
     params: int
     resume: ResumeState
     progress: bool
+    input_wait: tuple[float, float] = (0.0, 0.0)  # the last epoch: seconds waiting for batches, seconds in the loop
+    input_hint_given: bool = False
 
     def log(self, msg: str) -> None:
         if self.progress:
@@ -117,7 +120,8 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     bar = tqdm(total=n, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not (ctx.progress and sys.stderr.isatty()), dynamic_ncols=True)  # no bar in a log file
     order_seed, worker_seed = epoch_seed(cfg.seed, epoch) + 1, epoch_seed(cfg.seed, epoch) + 2 * dist.rank + 1
-    for images, labels in pipe.batches.epoch(order_seed, worker_seed, skip=step):
+    wait, t_loop = [0.0], time.perf_counter()
+    for images, labels in _timed(pipe.batches.epoch(order_seed, worker_seed, skip=step), wait):
         x, y = pipe.preprocess(images), labels  # to the device, float, resized, normalised
         if pipe.mix is not None:
             x, y = pipe.mix(x, y)
@@ -144,7 +148,40 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
                 bar.close()
                 return None, step, t0
     bar.close()
-    return dist.sum([loss_sum.item()])[0] / dist.world / max(step, 1), 0, t0
+    mean_loss = dist.sum([loss_sum.item()])[0] / dist.world / max(step, 1)  # (waits for the device's last step)
+    ctx.input_wait = (wait[0], time.perf_counter() - t_loop)
+    return mean_loss, 0, t0
+
+
+def _timed(batches, wait: list[float]):
+    """Yield from ``batches``, adding to ``wait[0]`` the seconds the training loop spent waiting for each batch."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        wait[0] += time.perf_counter() - t
+        yield item
+
+
+INPUT_WAIT_HINT = 0.3  # share of an epoch's training loop spent waiting for batches above which the log says so
+
+
+def _input_note(ctx: RunContext, epoch: int) -> str:
+    """``  input wait N%`` for the epoch log when the loop waited for its batches at least 10% of the time; the first
+    time it is at least :data:`INPUT_WAIT_HINT` with per-image augmentation, a line on how to feed it faster."""
+    waited, loop = ctx.input_wait
+    share = waited / loop if loop > 0 else 0.0
+    if share >= INPUT_WAIT_HINT and ctx.pipe.augment is not None and not ctx.input_hint_given:
+        ctx.input_hint_given = True
+        where = (f"--set workers=N (now {ctx.cfg.workers}; this machine has {os.cpu_count()} CPU cores) or "
+                 "--set augment_on=device" if ctx.cfg.augment_on == "workers" else
+                 "a larger --set augment_group (images per draw of the augmentation's random parameters)")
+        ctx.log(f"the training loop waited for its input batches {share:.0%} of epoch {epoch}: the per-image "
+                f"augmentation is slower than the model's steps; {where} may feed it faster (docs/training.md)")
+    return f"  input wait {share:.0%}" if share >= 0.1 else ""
 
 
 def _seed_epoch(ctx: RunContext, epoch: int, mid: dict | None) -> None:
@@ -210,7 +247,8 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
             eta = (time.time() - t_run) / (done - start) * (cfg.epochs - done)
             ctx.log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {train_loss:.4f}  val_loss "
                     f"{val['loss']:.4f}  val_top1 {val['top1']:.2f}%  val_top5 {val['top5']:.2f}%  "
-                    f"{row['seconds']:.1f}s{'  *best*' if is_best else ''}  ETA {eta / 60:.1f} min")
+                    f"{row['seconds']:.1f}s{_input_note(ctx, done)}{'  *best*' if is_best else ''}  ETA "
+                    f"{eta / 60:.1f} min")
             if done < cfg.epochs and ctx.stop.requested(dist):
                 return _stopped(ctx, done)
             if stop_after is not None and stop_after <= done < cfg.epochs:
