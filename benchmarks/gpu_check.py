@@ -1,6 +1,8 @@
 """Verify and measure everything on the GPU that is present: one command, in resumable steps of under 9 minutes.
 
     python benchmarks/gpu_check.py                 # every step not done yet, then `render`
+    python benchmarks/gpu_check.py --within 8.5 --pack OUT/cuda-results.tar.gz   # a short lease: all steps, by
+                                                   # priority, each its share of 8.5 minutes; the JSON in one file
     python benchmarks/gpu_check.py --step speed    # one step (repeatable: --step env --step tests)
     python benchmarks/gpu_check.py --list          # the steps, what each measures and its time budget
     python benchmarks/gpu_check.py --step render   # docs/benchmarks.md's GPU section from the JSON files (any machine)
@@ -13,6 +15,13 @@ under 9 minutes on one H100): a step that reaches it stops starting new cells, r
 finishes them on its next run. ``render`` writes the section between ``<!-- gpu:begin -->`` and
 ``<!-- gpu:end -->`` in docs/benchmarks.md (appended if the markers are missing; the rest of the file is untouched)
 and prints a summary table; it works on a machine without CUDA and names the figures still missing.
+
+``--within MINUTES`` is for a GPU lease shorter than the steps' budgets (docs/gpu.md): the steps run in the order of
+:data:`STEPS` (their priority), each with the share of the minutes left that its budget is of the budgets left, so
+every step measures its first cells and the rest resume in a later lease; at the deadline no step or cell starts,
+and a cell still running 45 s after it is stopped (recorded as not run) so the command ends on time. ``--pack
+FILE`` writes every results file into one ``.tar.gz`` at the end, however the run ended (a lease returns at most
+8 files).
 
 Without CUDA (and without ``--dry-run``/``--device cpu``) the script says so in one line and exits 2.
 docs/gpu.md says how a session with a lent GPU sets up and runs it.
@@ -28,6 +37,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -52,12 +62,27 @@ TINY_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_f
 
 
 # ------------------------------------------------------------------------------------------------ the context
-class Ctx:
-    """Where a step runs and how big it may be: ``tiny`` (CPU dry run) shrinks every size to seconds."""
+class Deadline(BaseException):
+    """``--within``'s time plus :data:`GRACE_S` is spent: raised (by SIGALRM) inside whatever cell is running. A
+    BaseException, so that a cell's error handling does not record it as the cell's error and go on."""
 
-    def __init__(self, device: str, tiny: bool, results: Path, doc: Path, force: bool):
+
+GRACE_S = 45  # --within: how long a cell that started before the deadline may run past it
+
+
+class Ctx:
+    """Where a step runs and how big it may be: ``tiny`` (CPU dry run) shrinks every size to seconds;
+    ``deadline`` (``time.monotonic()``, from ``--within``) is when no step or cell may start any more."""
+
+    def __init__(self, device: str, tiny: bool, results: Path, doc: Path, force: bool,
+                 deadline: float | None = None):
         self.device, self.tiny, self.results, self.doc, self.force = device, tiny, results, doc, force
         self.prefix = "dryrun" if tiny else "cuda"
+        self.deadline = deadline
+
+    def left(self) -> float:
+        """Seconds until the deadline (infinite without ``--within``)."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
     def path(self, step: str) -> Path:
         return self.results / f"{self.prefix}-{step}.json"
@@ -90,8 +115,9 @@ def read_json(path: Path) -> dict | None:
 class Record:
     """One step's results file: cells keyed by name, saved after each; ``over_budget`` says when to stop."""
 
-    def __init__(self, ctx: Ctx, step: str, budget_s: float):
+    def __init__(self, ctx: Ctx, step: str, budget_s: float, nominal_s: float | None = None):
         self.ctx, self.step, self.path, self.budget_s = ctx, step, ctx.path(step), budget_s
+        self.nominal_s = budget_s if nominal_s is None else nominal_s  # the step's own budget (before --within)
         old = None if ctx.force else read_json(self.path)
         self.data = old if old and not old.get("complete") else {"step": step, "cells": {}}
         self.data.update(device=ctx.device, dry_run=ctx.tiny, complete=False, started=now(), budget_s=budget_s)
@@ -103,12 +129,19 @@ class Record:
         return key in self.data["cells"] and "not_run" not in self.data["cells"][key]
 
     def over_budget(self, key: str) -> bool:
-        if time.monotonic() - self.t0 > self.budget_s:
+        why = ("the --within time is spent" if self.ctx.left() <= 0 else
+               "step time budget reached" if time.monotonic() - self.t0 > self.budget_s else None)
+        if why:
             self.left.append(key)
-            self.data["cells"][key] = {"not_run": "step time budget reached; run the step again to continue"}
+            self.data["cells"][key] = {"not_run": f"{why}; run the step again to continue"}
             self.save()
             return True
         return False
+
+    def kill_after(self, extra_s: float = 60) -> float:
+        """A timeout for a step's one indivisible job (a subprocess): its own budget plus ``extra_s``, cut to what
+        ``--within`` leaves (a job killed at its timeout gives nothing, so a shortened share does not shorten it)."""
+        return max(1.0, min(self.nominal_s + extra_s, self.ctx.left() + GRACE_S))
 
     def put(self, key: str, value: dict) -> None:
         self.data["cells"][key] = value
@@ -135,6 +168,11 @@ class Record:
         t = time.monotonic()
         try:
             value = fn()
+        except Deadline:
+            self.left.append(key)
+            self.data["cells"][key] = {"not_run": "the --within time ran out during this cell; run the step again"}
+            self.save()
+            raise
         except Exception as exc:  # noqa: BLE001  (one failed cell must not lose the others)
             value = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
             _empty_cache()
@@ -198,7 +236,7 @@ def step_tests(ctx: Ctx, rec: Record) -> None:
 
     def run():
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=rec.budget_s + 60)
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=rec.kill_after())
         tail = (p.stdout + p.stderr)[-6000:]
         counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", tail)}
         return {"command": " ".join(cmd[1:]), "rc": p.returncode, "counts": counts, "ok": p.returncode == 0,
@@ -224,10 +262,10 @@ def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
     sizes = ctx.pick(SIZES if not compile else ("s", "m"), ("s",))
     batches = ctx.pick((128, 256) if not compile else (128,), (2,))
     image = ctx.pick(256, 32)
-    for size in sizes:
-        ours, theirs = f"menest_ghost_{size}", f"efficientnetv2_{size}"
-        for mode in ("infer", "train"):
-            for batch in batches:
+    for batch in batches:  # every size at the first batch before any at the second: a short lease gets S-XL first
+        for size in sizes:
+            ours, theirs = f"menest_ghost_{size}", f"efficientnetv2_{size}"
+            for mode in ("infer", "train"):
                 def run(ours=ours, theirs=theirs, mode=mode, batch=batch):
                     rows = _bench([ours, theirs], ctx=ctx, size=image, batch=batch, mode=mode,
                                   fuse=mode == "infer" and not compile, compile=compile)
@@ -821,18 +859,20 @@ def step_render(ctx: Ctx, rec: Record | None = None) -> None:
 
 # -------------------------------------------------------------------------------------------------------- steps
 # name: (function, budget in seconds on one H100, what it measures). Budgets sum to under 25 minutes; each < 9.
+# The order is the priority a short lease (--within) runs them in: the suite's CUDA cases, the speed targets, the
+# distributed path, then training, its input and the projection; torch.compile's cells last.
 STEPS = {
     "env": (step_env, 20, "versions, GPU, nvidia-smi"),
     "tests": (step_tests, 150, "the test suite's CUDA cases (`pytest -m cuda`): layers, fuse, train/resume, bf16"),
-    "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
-    "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
-    "project": (step_project, 120, "training-step images/s of the 8 Table 5 models and 4 ablation rows (projection)"),
     "speed": (step_speed, 330, "ME-NeSt-Ghost vs EfficientNet-V2 S/M/L/XL, bf16, batch 128/256, infer + train"),
-    "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
-    "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),
-    "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
     "ddp": (step_ddp, 90, "torchrun nproc 1, nccl, sync_bn: SIGTERM, resume, weights compared"),
+    "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
+    "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
+    "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
+    "project": (step_project, 120, "training-step images/s of the 8 Table 5 models and 4 ablation rows (projection)"),
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
+    "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
+    "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),
     "render": (step_render, 5, "docs/benchmarks.md's GPU section and the summary table (any machine)"),
 }
 
@@ -848,6 +888,34 @@ def missing_packages() -> list[str]:
     return [pkg for module, pkg in PACKAGES.items() if importlib.util.find_spec(module) is None]
 
 
+def share(ctx: Ctx, name: str, todo: list[str]) -> float:
+    """Step ``name``'s time budget in seconds: its own, or under ``--within`` the share of the time left that its
+    budget is of the budgets of ``todo`` (it and the steps after it), whichever is smaller. A step that finishes
+    early leaves its time to the later ones."""
+    own = STEPS[name][1]
+    if ctx.deadline is None:
+        return own
+    return max(0.0, min(own, ctx.left() * own / sum(STEPS[n][1] for n in todo)))
+
+
+def pack(ctx: Ctx, dest: Path) -> int:
+    """Every ``<prefix>-*.json`` results file into one gzipped tar at ``dest``, flat (untar into
+    benchmarks/results/), written atomically; the number of files packed."""
+    files = sorted(ctx.results.glob(f"{ctx.prefix}-*.json"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
+    os.close(fd)
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=f.name)
+    os.replace(tmp, dest)
+    return len(files)
+
+
+def _on_alarm(_signum, _frame):
+    raise Deadline()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--step", action="append", choices=list(STEPS), help="run this step (repeatable); default: all")
@@ -855,6 +923,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="run a step again even if its results file is complete")
     ap.add_argument("--dry-run", action="store_true", help="every step on the CPU with tiny sizes (dryrun-*.json)")
     ap.add_argument("--device", default=None, help="cuda (default) or cpu (= --dry-run)")
+    ap.add_argument("--within", type=float, metavar="MINUTES",
+                    help="the whole invocation's time: the steps share it by their budgets, in priority order")
+    ap.add_argument("--pack", type=Path, metavar="FILE.tar.gz",
+                    help="at the end, however it ends, every results file in one .tar.gz (a lease returns <= 8 files)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON files")
     ap.add_argument("--doc", type=Path, default=DOC, help="the page whose GPU section render writes")
     args = ap.parse_args(argv)
@@ -863,12 +935,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, budget, what) in STEPS.items():
             total += budget
             print(f"{name:<15} ~{budget / 60:4.1f} min  {what}")
-        print(f"{'all':<15} ~{total / 60:4.1f} min on one H100 (each step < 9 min; run separately with --step NAME)")
+        print(f"{'all':<15} ~{total / 60:4.1f} min on one H100 (each step < 9 min; run separately with --step NAME; "
+              "in this order, each its share, with --within MINUTES)")
         return 0
+    if args.within is not None and not args.within > 0:
+        print(f"gpu_check: --within {args.within:g} must be a positive number of minutes (e.g. --within 8.5 for a "
+              "15-minute lease, docs/gpu.md)", file=sys.stderr)
+        return 2
     tiny = args.dry_run or args.device == "cpu"
     device = "cpu" if tiny else (args.device or "cuda")
-    steps = args.step or list(STEPS)
-    ctx = Ctx(device, tiny, args.results, args.doc, args.force)
+    steps = [n for n in STEPS if n in (args.step or STEPS)]  # always in priority order
+    deadline = None if args.within is None else time.monotonic() + args.within * 60
+    ctx = Ctx(device, tiny, args.results, args.doc, args.force, deadline)
     if steps == ["render"]:
         step_render(ctx)
         return 0
@@ -890,23 +968,51 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     else:
         torch.backends.cudnn.benchmark = True
+    if deadline is not None:
+        old_alarm = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, args.within * 60 + GRACE_S)
+    try:
+        run_steps(ctx, steps, args.force)
+    except Deadline:  # between two cells: every finished cell is saved already
+        say(f"stopped: the --within time and its {GRACE_S} s of grace are spent")
+    finally:
+        if deadline is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_alarm)
+        if args.pack:
+            say(f"packed {pack(ctx, args.pack)} results file(s) into {args.pack}")
+    return 0
+
+
+def run_steps(ctx: Ctx, steps: list[str], force: bool) -> None:
+    todo = [n for n in steps if n != "render" and (force or not (read_json(ctx.path(n)) or {}).get("complete"))]
     for name in steps:
         fn, budget, what = STEPS[name]
         if name == "render":
             step_render(ctx)
             continue
-        done = read_json(ctx.path(name))
-        if done and done.get("complete") and not args.force:
+        if name not in todo:
             say(f"[{name}] skipped: {ctx.path(name)} is complete (--force to run it again)")
             continue
-        say(f"[{name}] {what}; budget ~{budget / 60:.1f} min" + (" (dry run)" if tiny else ""))
-        rec = Record(ctx, name, budget * (10 if tiny else 1))
-        fn(ctx, rec)
+        if ctx.left() <= 0:
+            say(f"[{name}] not started: the --within time is spent (run again to continue)")
+            continue
+        scale = 10 if ctx.tiny else 1
+        mine = share(ctx, name, todo[todo.index(name):])
+        say(f"[{name}] {what}; budget ~{mine / 60:.1f} min" + (f" of its {budget / 60:.1f}" if mine < budget else "")
+            + (" (dry run)" if ctx.tiny else ""))
+        rec = Record(ctx, name, mine * scale, nominal_s=budget * scale)
+        try:
+            fn(ctx, rec)
+        except Deadline:
+            d = rec.finish()
+            say(f"[{name}] stopped: the --within time and its {GRACE_S} s of grace are spent -> {rec.path}")
+            ctx.deadline = time.monotonic() - 1  # nothing else starts
+            continue
         d = rec.finish()
         errors = [k for k, c in d["cells"].items() if "error" in c]
         say(f"[{name}] {'done' if d['complete'] else 'partial (budget reached)'} in {d['elapsed_s']:.0f}s"
             + (f"; errors in {', '.join(errors)}" if errors else "") + f" -> {rec.path}")
-    return 0
 
 
 if __name__ == "__main__":

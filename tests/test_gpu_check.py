@@ -126,3 +126,63 @@ def test_projection_picks_the_fastest_way_to_feed_the_gpu(gc):
     assert gc.fed_rate(10_000.0, "workers=8", 6_000.0) == 6_000.0
     other = next(r for r in gc.projection(res) if r["run"] == "ghostmixnet-cifar10-resnet")
     assert other["best_option"] is None and other["best_total_s"] is None  # nothing measured for it
+
+
+def test_within_gives_each_step_its_share_of_the_time_left(gc, tmp_path):
+    ctx = gc.Ctx("cpu", True, tmp_path, tmp_path / "doc.md", force=False)
+    assert gc.share(ctx, "speed", ["speed", "ddp"]) == gc.STEPS["speed"][1]  # no --within: the step's own budget
+    own = {n: gc.STEPS[n][1] for n in ("env", "tests", "speed")}
+    ctx.deadline = gc.time.monotonic() + 100
+    got = gc.share(ctx, "tests", ["tests", "speed"])
+    assert got == pytest.approx(100 * own["tests"] / (own["tests"] + own["speed"]), rel=0.01)
+    ctx.deadline = gc.time.monotonic() + 10_000  # more time than the budgets: never more than the step's own
+    assert gc.share(ctx, "env", ["env", "tests"]) == own["env"]
+    ctx.deadline = gc.time.monotonic() - 1  # spent
+    assert gc.share(ctx, "env", ["env"]) == 0.0
+    # the steps always run in priority order, whatever order --step names them in
+    assert list(gc.STEPS)[:3] == ["env", "tests", "speed"] and list(gc.STEPS)[-1] == "render"
+
+
+def test_within_rejects_a_non_positive_time(gc, tmp_path, capsys):
+    assert dry(gc, tmp_path, "--within", "0") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--within 0 must be a positive number of minutes" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_within_stops_an_overrunning_cell_and_packs_every_results_file(gc, tmp_path, monkeypatch, capsys):
+    """The alarm at --within's deadline plus the grace stops a cell that is still running (recorded as not run,
+    the cells before it kept); no later step starts; --pack writes all the results files into one tar.gz."""
+    import tarfile
+    import time
+
+    def slow_step(ctx, rec):
+        rec.cell("quick", lambda: {"v": 1})
+        rec.cell("slow", lambda: time.sleep(30) or {"v": 2})  # the alarm interrupts the sleep
+        rec.cell("never", lambda: {"v": 3})
+
+    monkeypatch.setitem(gc.STEPS, "env", (slow_step, 20, "a step with a cell that overruns"))
+    monkeypatch.setattr(gc, "GRACE_S", 0)
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "dryrun-train.json").write_text(json.dumps({"step": "train", "complete": True, "cells": {}}))
+    packed = tmp_path / "out" / "results.tar.gz"
+    t = time.monotonic()
+    assert dry(gc, tmp_path, "--step", "pipeline", "--step", "env", "--within", "0.02", "--pack", str(packed)) == 0
+    assert time.monotonic() - t < 20  # stopped at ~1.2 s, not after the 30 s cell
+    out = capsys.readouterr().out
+    assert out.index("[env]") < out.index("[pipeline]")  # priority order, not the order given
+    assert "[pipeline] not started" in out and not (res / "dryrun-pipeline.json").exists()
+    env = json.loads((res / "dryrun-env.json").read_text())
+    assert not env["complete"] and env["cells"]["quick"]["v"] == 1
+    assert "ran out during this cell" in env["cells"]["slow"]["not_run"] and "never" not in env["cells"]
+    with tarfile.open(packed) as tar:
+        assert sorted(tar.getnames()) == ["dryrun-env.json", "dryrun-train.json"]
+        assert json.load(tar.extractfile("dryrun-env.json")) == env
+    assert not list(packed.parent.glob("*.tmp"))
+    # the next run without --within finishes the step from where it stopped
+    monkeypatch.setitem(gc.STEPS, "env", (lambda ctx, rec: [rec.cell(k, lambda: {"v": 9}) for k in
+                                          ("quick", "slow", "never")], 20, "again"))
+    assert dry(gc, tmp_path, "--step", "env") == 0
+    env = json.loads((res / "dryrun-env.json").read_text())
+    assert env["complete"] and env["cells"]["quick"]["v"] == 1 and env["cells"]["slow"]["v"] == 9
