@@ -5,8 +5,9 @@
 (docs/deployment.md, "Quantization-aware fine-tuning"). Fake quantization follows the int8 export's scheme
 (:mod:`ghostnest.quantize`):
 
-- **weights** of every convolution and linear layer except the classifier: per output channel, symmetric int8
-  (``[-127, 127]``, scale = max |w| / 127), computed from the current weights at every step, as the exporter
+- **weights** of every convolution and linear layer except the classifier: per output channel, symmetric int8 on
+  the export's grid (``[-64, 64]``, scale = max |w| / 64: :data:`ghostnest.quantize.WEIGHT_QMAX`, the 7-bit range
+  that CPUs without VNNI need), computed from the current weights at every step, as the exporter
   computes it from the final ones. Per-channel symmetric rounding is unchanged by a per-channel factor, so rounding
   a convolution's weights before BN is folded into them is the rounding of the folded weights the file holds.
 - **activations** entering those layers (and each MixConv as a whole): per tensor, asymmetric uint8, the range a
@@ -30,20 +31,21 @@ from torch.ao.quantization import FusedMovingAvgObsFakeQuantize, MovingAverageMi
 from torch.nn.utils import parametrize
 
 from .layers.mixconv import MixConv2d
+from .quantize import WEIGHT_QMAX
 
 _PARAM = ".parametrizations.weight.original"
 OBSERVERS = "qat_observers"  # the submodule holding the activation fake-quantize modules, one per observed layer
 
 
 class WeightFakeQuant(nn.Module):
-    """Per-output-channel symmetric int8 fake quantization of a weight (the parametrization :func:`prepare_qat`
-    puts on ``module.weight``)."""
+    """Per-output-channel symmetric fake quantization of a weight to the int8 export's grid
+    (``[-WEIGHT_QMAX, WEIGHT_QMAX]``; the parametrization :func:`prepare_qat` puts on ``module.weight``)."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            scale = (w.detach().float().abs().flatten(1).amax(1) / 127.0).clamp_min(1e-12)
+            scale = (w.detach().float().abs().flatten(1).amax(1) / WEIGHT_QMAX).clamp_min(1e-12)
         zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
-        return torch.fake_quantize_per_channel_affine(w.float(), scale, zero, 0, -127, 127).to(w.dtype)
+        return torch.fake_quantize_per_channel_affine(w.float(), scale, zero, 0, -WEIGHT_QMAX, WEIGHT_QMAX).to(w.dtype)
 
 
 def _activation_fake_quant() -> FusedMovingAvgObsFakeQuantize:

@@ -7,8 +7,10 @@ The recipe, each step chosen by measurement (docs/deployment.md has the figures)
 2. Calibration images come from the run's own *training* split (the validation images the run held out are not
    used), run through the run's exact evaluation preprocessing: the same resize steps, the same mean and std.
 3. onnxruntime's quantizer (``quantize_static``) writes a QDQ graph with per-channel symmetric int8 weights and
-   uint8 activations (the u8s8 kernels onnxruntime runs on AVX2 CPUs without VNNI), after its own graph pre-processing
-   (``quant_pre_process``: shape inference and graph optimisation).
+   uint8 activations (the u8s8 kernels onnxruntime runs on x86 CPUs), after its own graph pre-processing
+   (``quant_pre_process``: shape inference and graph optimisation). The weights use 7 of the 8 bits
+   (:data:`REDUCE_RANGE`): on x86 CPUs without VNNI those kernels add pairs of uint8 x int8 products in 16 bits,
+   which full-range weights overflow (measured in docs/deployment.md).
 4. Some layer groups may stay in float (``float_layers``): Squeeze-Excitation gates, the classifier, Split-Attention
    (its softmax) and Mish. Which ones do by default was measured per group on trained runs (accuracy, agreement
    with fp32, latency): see :data:`DEFAULT_FLOAT_LAYERS` and docs/deployment.md.
@@ -33,6 +35,12 @@ from .onnx_graph import rewrite_for_int8, unshare_initializers
 LAYER_GROUPS = ("se", "classifier", "attention", "mish")
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("classifier", "mish")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# Weights quantized to [-64, 64] (onnxruntime's reduce_range) instead of [-127, 127]: onnxruntime's u8s8 kernels on
+# x86 CPUs without VNNI (AVX2, plain AVX-512) sum pairs of uint8 x int8 products in int16 (vpmaddubsw), which
+# saturates once 2 x 255 x |w| passes 32,767; a file may be exported on one CPU and run on another, so every file
+# is written for the CPUs that saturate. The quantization-aware fine-tuning (ghostnest.qat) rounds to the same grid.
+REDUCE_RANGE = True
+WEIGHT_QMAX = 64 if REDUCE_RANGE else 127
 DEFAULT_CALIB_IMAGES = 512
 DEFAULT_CALIB_METHOD = "minmax"
 CALIB_BATCH = 32
@@ -132,8 +140,9 @@ class _Reader:
 
 def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, method: str = DEFAULT_CALIB_METHOD,
                   float_layers: Iterable[str] = DEFAULT_FLOAT_LAYERS, rewrite: bool = True, pre_process: bool = True,
-                  reduce_range: bool = False, activation_symmetric: bool = False, extra: dict | None = None) -> Path:
-    """Quantize the fp32 ONNX file ``fp32`` into ``out`` (QDQ, per-channel int8 weights, uint8 activations)
+                  reduce_range: bool = REDUCE_RANGE, activation_symmetric: bool = False, extra: dict | None = None) -> Path:
+    """Quantize the fp32 ONNX file ``fp32`` into ``out`` (QDQ, per-channel int8 weights, 7-bit unless
+    ``reduce_range=False`` (:data:`REDUCE_RANGE`), uint8 activations)
     calibrated on ``calib`` (preprocessed images); nodes of ``float_layers`` stay float. ``out`` is written
     atomically; metadata is copied from ``fp32``."""
     import onnx

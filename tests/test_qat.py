@@ -32,9 +32,11 @@ def test_weights_are_rounded_on_the_int8_grid_and_names_are_kept():
     assert all(torch.equal(before[k], after[k]) for k in before)  # the weights before rounding
     conv = dict(model.named_modules())[names[0]]
     w, raw = conv.weight, before[f"{names[0]}.weight"]
-    scale = raw.abs().flatten(1).amax(1) / 127
+    qmax = ghostnest.quantize.WEIGHT_QMAX  # the int8 export's weight grid (7 bits: [-64, 64])
+    scale = raw.abs().flatten(1).amax(1) / qmax
     steps = w / scale.view(-1, *[1] * (w.dim() - 1))
-    assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= 127 + 1e-3
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= qmax + 1e-3
+    assert (steps.abs().amax(dim=tuple(range(1, w.dim()))) > qmax - 1e-3).all()  # each channel's max on the edge
     assert not torch.equal(w, raw)  # rounding changed something
     with pytest.raises(ValueError, match="already prepared"):
         prepare_qat(model)
