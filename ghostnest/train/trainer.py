@@ -7,6 +7,7 @@ Recipes (``ghostnest/recipes/*.yaml``) decide everything; see docs/training.md f
 """
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
     cfg, run = open_run(cfg, out, resume, resume_epochs, restart_unstarted)  # every rank reads; nothing written
     threads = torch.get_num_threads()
     dist = setup(device, cfg.dist_timeout)  # one process, or this rank of torchrun's group
+    ctx = None
     try:
         with StopRequest() as stop:
             ctx = build_context(cfg, run, dist, stop, resume is not None, resume_epochs is not None,
@@ -60,6 +62,12 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
                        f"another rank probably crashed or hung: see its log. The last checkpoint in {run} is kept; "
                        f"continue with: ghostnest train --resume {run}") from None
     finally:
+        if dist.enabled:
+            # The DDP wrapper goes before the process group does. Freed afterwards, when this frame ends, its
+            # Reducer drops the last reference to the destroyed group, whose destructor then joins the gloo
+            # threads while holding the GIL one of them waits for: a rank that never exits (seen with torch 2.11).
+            ctx = None
+            gc.collect()
         dist.close()
         torch.set_num_threads(threads)  # a recipe's `threads` applies to its run only
 
