@@ -492,6 +492,9 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
         return torchrun_train_command(list(extra), nproc=1)
 
     new = ["--recipe", "quickstart", *args]
+    # each torchrun job's limit: ~30 s expected on a GPU (start-up, 3 short epochs), so a rank that hangs costs at
+    # most this much of a lease; the CPU dry run's gloo ranks on a loaded 2-core machine get longer
+    limit = ctx.pick(120, 300)
 
     def run():
         import torch
@@ -501,13 +504,14 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             full, part = Path(tmp) / "full", Path(tmp) / "part"
             t = time.monotonic()
-            p = subprocess.run(torchrun(*new, "--out", str(full)), capture_output=True, text=True, timeout=300, env=env)
+            p = subprocess.run(torchrun(*new, "--out", str(full)), capture_output=True, text=True, timeout=limit,
+                               env=env)
             out = {"full_rc": p.returncode, "full_s": round(time.monotonic() - t, 1)}
             if p.returncode:
                 return {**out, "ok": False, "stderr": p.stderr[-3000:]}
             proc = subprocess.Popen(torchrun(*new, "--out", str(part)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, env=env)
-            deadline = time.monotonic() + 240
+            deadline = time.monotonic() + limit
             while not (part / "last.state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)  # the end of epoch 1
             time.sleep(0.3 if not ctx.tiny else 0.2)
@@ -515,13 +519,13 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
             sent = bool(workers) and proc.poll() is None
             for w in workers:
                 os.kill(w, signal.SIGTERM)  # the training process itself, as a scheduler's preemption would
-            _, err = proc.communicate(timeout=240)
+            _, err = proc.communicate(timeout=limit)
             m = re.search(r"SIGTERM: saved a checkpoint at ([^;]+);", err)
             out.update(sigterm_sent=sent, stop_rc=proc.returncode, stopped_at=m.group(1) if m else None)
             if not m:
                 return {**out, "ok": False, "stderr": err[-3000:]}
             p = subprocess.run(torchrun("--resume", str(part), "--device", ctx.device.split(":")[0], "--quiet"),
-                               capture_output=True, text=True, timeout=300, env=env)
+                               capture_output=True, text=True, timeout=limit, env=env)
             out["resume_rc"] = p.returncode
             if p.returncode:
                 return {**out, "ok": False, "stderr": p.stderr[-3000:]}
