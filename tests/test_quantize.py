@@ -21,6 +21,9 @@ SMALL = ["--set", "model_kwargs={widths: [16, 32, 32], stem_width: 16, depths: [
 # Agreement floor of int8 with the fp32 checkpoint on the 360 digits test images: PTQ of this small network changes
 # 0-2 predictions in practice (docs/deployment.md); 98% leaves room for onnxruntime builds that round differently.
 AGREEMENT_FLOOR = 0.98
+# the IR version of the graphs built by hand below: onnx's own default follows the newest onnx (IR 14 in onnx 1.23),
+# which older onnxruntime releases refuse (1.30, on the GPU image, reads up to IR 13); opset 18 needs IR 8 or more
+IR_VERSION = 10
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +192,7 @@ def test_mish_rewrite_is_exact():
     graph = helper.make_graph([helper.make_node("Mish", ["x"], ["y"], name="m")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 50])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 50])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
     x = np.linspace(-60, 60, 300, dtype=np.float32).reshape(1, 2, 3, 50)
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert rewrite_for_int8(proto)["Mish"] == 1 and "Mish" not in {n.op_type for n in proto.graph.node}
@@ -275,7 +278,7 @@ def test_unshare_initializers_copies_constants_for_float_nodes_only():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
         [numpy_helper.from_array(np.array(2.0, np.float32), "two")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
     assert unshare_initializers(proto, {"float"}) == 1
     nodes = {n.name: n for n in proto.graph.node}
     assert nodes["quantized"].input[1] == "two" and nodes["float"].input[1] != "two"

@@ -200,12 +200,13 @@ def test_a_slow_input_pipeline_is_named_in_the_log(tmp_path, monkeypatch, capsys
 
     from ghostnest.data import loader
 
-    real = loader._Augmented.__getitem__
+    real, clock, real_clock = loader._Augmented.__getitem__, [0.0], time.perf_counter
 
-    def slow(self, i):
-        time.sleep(0.004)  # an augmentation far slower than the tiny model's step
+    def slow(self, i):  # 50 ms of augmentation per image on the loop's clock, far slower than the tiny model's step
+        clock[0] += 0.05  # (no real sleep: the share cannot fall with the machine's load)
         return real(self, i)
 
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock[0])
     monkeypatch.setattr(loader._Augmented, "__getitem__", slow)
     cfg = tiny_config(epochs=2, augment=[{"op": "RandomHorizontalFlip"}], workers=0)
     train(cfg, tmp_path / "run", device="cpu", progress=True)
