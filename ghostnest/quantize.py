@@ -218,7 +218,8 @@ def export_int8(source: str | Path, out: str | Path, input_size: int | None = No
     meta["fused"] = True
     size = int(meta.pop("input_size"))
     meta["int8"] = {
-        "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 per-tensor",
+        "format": "QDQ", "weights": f"int8 per-channel symmetric, [-{WEIGHT_QMAX}, {WEIGHT_QMAX}]",
+        "activations": "uint8 per-tensor",
         "calibration": {**facts, "method": method, "preprocessing": "the run's eval preprocessing"},
         "float_layers": list(float_layers), "quantizer": _quantizer_version(),
     }

@@ -108,6 +108,7 @@ def test_int8_from_a_checkpoint_file_with_options(run, tmp_path):
     q = read_metadata(out)["int8"]
     assert q["calibration"]["images"] == 64 and q["calibration"]["method"] == "percentile"
     assert q["float_layers"] == ["se", "classifier"]
+    assert q["weights"] == "int8 per-channel symmetric, [-64, 64]"  # the 7-bit grid (ghostnest.quantize.REDUCE_RANGE)
     runner = OnnxClassifier(out)
     assert runner.fixed_batch == 4 and runner(torch.randn(6, 3, 16, 16)).shape == (6, 10)  # split and padded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.int8.onnx"]
