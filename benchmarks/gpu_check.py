@@ -132,11 +132,15 @@ class Record:
         why = ("the --within time is spent" if self.ctx.left() <= 0 else
                "step time budget reached" if time.monotonic() - self.t0 > self.budget_s else None)
         if why:
-            self.left.append(key)
-            self.data["cells"][key] = {"not_run": f"{why}; run the step again to continue"}
-            self.save()
+            self._not_run(key, f"{why}; run the step again to continue")
             return True
         return False
+
+    def _not_run(self, key: str, why: str) -> None:
+        """Cell ``key`` left for the step's next run (the step stays incomplete)."""
+        self.left.append(key)
+        self.data["cells"][key] = {"not_run": why}
+        self.save()
 
     def kill_after(self, extra_s: float = 60) -> float:
         """A timeout for a step's one indivisible job (a subprocess): its own budget plus ``extra_s``, cut to what
@@ -169,9 +173,7 @@ class Record:
         try:
             value = fn()
         except Deadline:
-            self.left.append(key)
-            self.data["cells"][key] = {"not_run": "the --within time ran out during this cell; run the step again"}
-            self.save()
+            self._not_run(key, "the --within time ran out during this cell; run the step again")
             raise
         except Exception as exc:  # noqa: BLE001  (one failed cell must not lose the others)
             value = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
@@ -905,14 +907,12 @@ def share(ctx: Ctx, name: str, todo: list[str]) -> float:
 def pack(ctx: Ctx, dest: Path) -> int:
     """Every ``<prefix>-*.json`` results file into one gzipped tar at ``dest``, flat (untar into
     benchmarks/results/), written atomically; the number of files packed."""
+    from ghostnest.fileio import atomic_path
+
     files = sorted(ctx.results.glob(f"{ctx.prefix}-*.json"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-    os.close(fd)
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_path(dest) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for f in files:
             tar.add(f, arcname=f.name)
-    os.replace(tmp, dest)
     return len(files)
 
 
@@ -1008,10 +1008,9 @@ def run_steps(ctx: Ctx, steps: list[str], force: bool) -> None:
         rec = Record(ctx, name, mine * scale, nominal_s=budget * scale)
         try:
             fn(ctx, rec)
-        except Deadline:
-            d = rec.finish()
+        except Deadline:  # raised past the deadline, so no later step starts
+            rec.finish()
             say(f"[{name}] stopped: the --within time and its {GRACE_S} s of grace are spent -> {rec.path}")
-            ctx.deadline = time.monotonic() - 1  # nothing else starts
             continue
         d = rec.finish()
         errors = [k for k, c in d["cells"].items() if "error" in c]
