@@ -334,8 +334,44 @@ def add_export_parser(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    r = explain(args.checkpoint, args.images, args.out, method=args.method, target=args.target, layer=args.layer,
+                device=args.device, batch_size=args.batch_size)
+    for rec in r["images"]:
+        top = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in rec["top5"])
+        print(f"{rec['image']}: {top}")
+    print(f"wrote {len(r['files'])} map(s) ({r['method']}, layer {r['layer']}), {r['grid']} and {r['json']}")
+    return 0
+
+
+def add_explain_parser(sub) -> None:
+    from .explain import METHODS
+
+    p = sub.add_parser(
+        "explain", help="class activation maps (Grad-CAM, ...) of a checkpoint on images -> PNGs and a grid",
+        description="Draw where a trained model looks: for each image, the class activation map of its predicted "
+        "class (and of --target CLASS) over the image, with the top-5 predictions in the title; plus DIR/grid.png "
+        "of all of them and DIR/explain.json. Maps from the grad-cam package (pip install 'ghostnest[explain]'). "
+        "The default layer is the model's last stage (docs/explain.md).")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--method", default="gradcam", metavar="METHOD",
+                   help=f"one of {', '.join(METHODS)} (default gradcam; eigencam, scorecam and ablationcam use no "
+                   "gradients)")
+    p.add_argument("--target", default=None, metavar="CLASS",
+                   help="also draw the map of this class (a class name or index) for every image")
+    p.add_argument("--layer", default=None, metavar="MODULE",
+                   help="target layer by module name, e.g. stages.1 (default: the last stage)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
+    p.set_defaults(func=_cmd_explain)
+
+
 COMMANDS = [add_models_parser, add_bench_parser, add_report_parser, add_train_parser, add_recipes_parser,
-            add_eval_parser, add_predict_parser, add_export_parser]
+            add_eval_parser, add_predict_parser, add_export_parser, add_explain_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -316,6 +316,7 @@ def evaluate_best(ctx: RunContext) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_results(ctx.run, results)
+    plot_curves(ctx.run / "curves.png", state.rows, ctx.title(), test_top1=test["top1"])  # now with the test top-1
     ctx.log(f"test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  (best epoch {state.best_epoch}, "
             f"{results['train_seconds']:.0f}s of training) -> {ctx.run}/results.json")
     return {**results, "run_dir": str(ctx.run), "rank": dist.rank}

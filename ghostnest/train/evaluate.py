@@ -17,37 +17,12 @@ from ..data import default_data_dir, load_dataset
 from ..data.datasets import read_image
 from ..data.loader import ToModelInput, resize_batch, resize_steps
 from ..devices import resolve_device
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..figures import plot_confusion
+from ..fileio import atomic_write_text
 from .checkpoint import load_checkpoint, resolve_checkpoint_path
 from .engine import evaluate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-def plot_confusion(path: Path, matrix: torch.Tensor, classes: list[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    side = min(max(4.0, 0.35 * n + 2), 30.0)
-    fig, ax = plt.subplots(figsize=(side, side))
-    ax.imshow(matrix.numpy(), cmap="Blues")
-    if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(n), classes, fontsize=8)
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def test_split_of(meta: dict, path: Path, dataset: str | None, data_dir: str | None):

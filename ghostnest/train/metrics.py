@@ -85,18 +85,22 @@ def plot_curves(path: Path, rows: list[dict], title: str, test_top1: float | Non
 
     marker = "." if len(rows) <= 30 else None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, keys, ylabel in ((loss_ax, ("train_loss", "val_loss"), "loss"),
+    epochs = [r["epoch"] for r in rows]
+    labels = {"train_loss": "train loss", "val_loss": "val loss", "val_top1": "val top-1", "val_top5": "val top-5"}
+    for ax, keys, ylabel in ((loss_ax, ("train_loss", "val_loss"), "cross-entropy loss (nats per image)"),
                              (acc_ax, ("val_top1", "val_top5"), "accuracy (%)")):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points, strict=True), marker=marker, label=key.replace("_", " "))
+                ax.plot(*zip(*points, strict=True), marker=marker, label=labels[key])
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs:  # whole epochs only, with half an epoch of margin (a one-epoch run gets the tick "1")
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     if test_top1 is not None:
-        acc_ax.axhline(test_top1, color="k", lw=0.8, ls=":", label="test top1")
+        acc_ax.axhline(test_top1, color="k", lw=0.8, ls=":", label=f"test top-1, best checkpoint ({test_top1:.2f}%)")
     for ax in (loss_ax, acc_ax):
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
