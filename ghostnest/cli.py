@@ -190,6 +190,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
             for name, desc in recipes.items():
                 print(f"{name:<34} {desc}")
         return 0
+    if args.action == "preview":
+        return _cmd_recipes_preview(args)
     if args.action != "show" or not args.name:
         raise ValueError("usage: ghostnest recipes [show NAME [--set KEY=VALUE ...] [--json]]")
     resolved = resolve_config(args.name, args.set)
@@ -200,13 +202,32 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes_preview(args: argparse.Namespace) -> int:
+    from .train.preview import write_preview
+
+    if not args.name or not args.out:
+        raise ValueError("usage: ghostnest recipes preview RECIPE --out FILE.png [--set KEY=VALUE ...] "
+                         "[--data-dir DIR] [--samples N]")
+    r = write_preview(args.name, args.out, args.set, data_dir=args.data_dir, samples=args.samples)
+    print(f"wrote {r['path']}: {r['samples']} {r['dataset']} training samples of recipe {r['recipe']} "
+          f"({', '.join(r['columns'])})")
+    return 0
+
+
 def add_recipes_parser(sub) -> None:
-    p = sub.add_parser("recipes", help="list the paper recipes, or show one fully resolved",
-                       description="List the recipes, or `show NAME` with --set overrides applied and checked.")
-    p.add_argument("action", nargs="?", choices=["show"], help="show one recipe")
-    p.add_argument("name", nargs="?", help="recipe name (with show)")
+    p = sub.add_parser("recipes", help="list the paper recipes, show one fully resolved, or preview its augmentation",
+                       description="List the recipes, `show NAME` with --set overrides applied and checked, or "
+                       "`preview NAME --out FILE.png`: training samples through the recipe's own input pipeline "
+                       "(per-image augmentation, then Mixup and CutMix with their mixed labels), drawn as the first "
+                       "batch of epoch 1.")
+    p.add_argument("action", nargs="?", choices=["show", "preview"], help="show or preview one recipe")
+    p.add_argument("name", nargs="?", help="recipe name (with show or preview)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", default=None, metavar="FILE.png", help="preview: the image to write")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="preview: data folder (default $GHOSTNEST_DATA "
+                   "or ./data)")
+    p.add_argument("--samples", type=positive_int, default=6, help="preview: training samples shown (default 6)")
     p.set_defaults(func=_cmd_recipes)
 
 

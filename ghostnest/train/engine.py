@@ -119,7 +119,7 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     n = len(pipe.batches)
     bar = tqdm(total=n, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not (ctx.progress and sys.stderr.isatty()), dynamic_ncols=True)  # no bar in a log file
-    order_seed, worker_seed = epoch_seed(cfg.seed, epoch) + 1, epoch_seed(cfg.seed, epoch) + 2 * dist.rank + 1
+    order_seed, worker_seed, _ = epoch_seeds(cfg.seed, epoch, dist.rank)
     wait, t_loop = [0.0], time.perf_counter()
     for images, labels in _timed(pipe.batches.epoch(order_seed, worker_seed, skip=step), wait):
         x, y = pipe.preprocess(images), labels  # to the device, float, resized, normalised
@@ -196,7 +196,14 @@ def _seed_epoch(ctx: RunContext, epoch: int, mid: dict | None) -> None:
     if mid:
         ctx.log(f"resuming inside epoch {epoch + 1} at another world size ({mid['world_size']} -> {dist.world}): "
                 "same batches, new random draws for the rest of the epoch")
-    torch.manual_seed(epoch_seed(ctx.cfg.seed, epoch) + 2 * dist.rank + 7919 * (mid["step"] if mid else 0))
+    torch.manual_seed(epoch_seeds(ctx.cfg.seed, epoch, dist.rank)[2] + 7919 * (mid["step"] if mid else 0))
+
+
+def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int, int]:
+    """(shuffle order, loader workers, torch RNG) seeds of epoch ``epoch`` (0-based) on ``rank``, all from
+    (seed, epoch, rank): training and ``ghostnest recipes preview`` draw the same batches from them."""
+    base = epoch_seed(seed, epoch)
+    return base + 1, base + 2 * rank + 1, base + 2 * rank
 
 
 def _stop_or_save(ctx: RunContext, step: int) -> tuple[bool, bool]:
