@@ -66,6 +66,7 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
     dist_timeout: float = 600.0  # seconds a collective may wait for a peer before the rank fails
     checkpoint_steps: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends and on SIGTERM)
+    log: list = field(default_factory=lambda: ["csv"])  # metrics.csv always; add tensorboard for event files
     # fine-tuning (`ghostnest train --qat RUN` sets both; docs/deployment.md)
     init_from: str | None = None  # start from these weights: a .safetensors checkpoint, or a run (its best one)
     qat: bool = False  # fake int8 quantization while training (ghostnest.qat), for a run to export with --int8
@@ -235,6 +236,7 @@ def config_from_dict(data: dict) -> TrainConfig:
         raise ValueError(f"checkpoint_steps={cfg.checkpoint_steps} must be >= 0 (0: at epoch ends only)")
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
+    _check_log(cfg.log)
     for i, op in enumerate(cfg.augment):
         if not isinstance(op, dict) or "op" not in op:
             raise ValueError(
@@ -247,6 +249,24 @@ def config_from_dict(data: dict) -> TrainConfig:
     model_info(cfg.model)
     build_augment(cfg.augment)
     return cfg
+
+
+LOG_SINKS = ("csv", "tensorboard")
+
+
+def _check_log(log: list) -> None:
+    """``log``: where per-epoch metrics go. ``csv`` (metrics.csv, which resume and ``report`` read) is always on and
+    must be listed; ``tensorboard`` needs the optional extra installed."""
+    unknown = [s for s in log if s not in LOG_SINKS]
+    if unknown or "csv" not in log:
+        raise ValueError(f"log={log!r}: accepted entries are {', '.join(LOG_SINKS)}, and csv is always on "
+                         "(metrics.csv, read by resume and report): e.g. log: [csv, tensorboard]")
+    if "tensorboard" in log:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("log: [csv, tensorboard] needs the tensorboard package: pip install "
+                             "'ghostnest[tensorboard]'")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -28,13 +28,14 @@ from tqdm import tqdm
 from ..data import ImageData, TrainPipeline, eval_batches
 from ..data.loader import ToModelInput, epoch_seed
 from .checkpoint import load_into, read_checkpoint, save_weights
-from .config import TrainConfig
+from .config import TrainConfig, config_to_dict
 from .distributed import Dist
 from .metrics import plot_curves, write_metrics
 from .optim import loss_fn
 from .resume import ResumeState, save_resume_state
 from .rundir import write_results
 from .stop import StopRequest
+from .tensorboard import open_tensorboard
 
 LOSS_EVERY = 10  # steps between the running-loss check (a collective under torchrun), and the stop-flag check there
 
@@ -232,7 +233,20 @@ def save_checkpoint(ctx: RunContext, done: int, step: int = 0, loss_sum=None, se
 
 def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
     """Train from ``ctx.resume`` to ``cfg.epochs``, then test the best checkpoint; results.json's dict. A stop
-    signal (or ``stop_after`` epochs) returns early with ``stopped_at``."""
+    signal (or ``stop_after`` epochs) returns early with ``stopped_at``. With ``log: [csv, tensorboard]`` rank 0
+    also writes TensorBoard event files (:mod:`.tensorboard`)."""
+    board = open_tensorboard(ctx)
+    try:
+        res = _fit(ctx, stop_after, board)
+        if board is not None and "test_top1" in res:
+            board.final(config_to_dict(ctx.cfg), res, ctx.cfg.epochs)
+        return res
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
     cfg, dist, state = ctx.cfg, ctx.dist, ctx.resume
     start, t_run = state.epoch, time.time()
     try:
@@ -250,6 +264,9 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
             done = epoch + 1
             row = {"epoch": done, "lr": lr, "train_loss": train_loss, "val_loss": val["loss"],
                    "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}
+            if board is not None:  # before the resume point: a kill in between repeats the epoch, purged on resume
+                board.epoch(row, len(ctx.pipe.batches) * ctx.pipe.batches.batch_size * dist.world, ctx.input_wait[1],
+                            ctx.input_wait[0])
             is_best = _record_epoch(ctx, row)
             eta = (time.time() - t_run) / (done - start) * (cfg.epochs - done)
             ctx.log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {train_loss:.4f}  val_loss "
