@@ -9,8 +9,18 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/ghostnest train --recipe quickstart
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q
+
+# Chromium for the report page's browser check (tests/test_report_html.py, docs/report.md): installed from the
+# distribution's packages where this runs as root with apt-get; elsewhere the check is skipped with its reason.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && export DEBIAN_FRONTEND=noninteractive && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	echo "note: chromium could not be installed (needs root and apt-get); the report page's browser check is skipped"
 
 install: $(VENV)/.installed
 

@@ -118,11 +118,18 @@ def add_bench_parser(sub) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    result = write_report(args.run_dirs, args.out)
-    print(f"wrote {result['table']}, {', '.join(str(p) for p in result['figures'])}, "
-          f"{len(result['curves'])} curve plot(s), {result['json']}")
+    result = write_report(args.run_dirs, args.out, analyse=not args.no_eval, device=args.device, check=args.check)
+    print(f"wrote {result['html']}, {result['table']}, {', '.join(str(p) for p in result['figures'])}, "
+          f"{len(result['curves'])} curve plot(s), {result['json']}" + (
+              " (checked in headless Chromium)" if args.check else ""))
     for run, problems in result["problems"].items():
         print(f"warning: run {run}: {'; '.join(problems)}", file=sys.stderr)
+    for run in result["no_results"]:
+        if run not in result["problems"]:
+            print(f"warning: run {run} has no results yet (no results.json): reported without test accuracy",
+                  file=sys.stderr)
+    for run, problem in result["analysis_problems"].items():
+        print(f"note: run {run}: no per-class accuracy, confusion matrix or worst images ({problem})", file=sys.stderr)
     return 0
 
 
@@ -130,11 +137,20 @@ def add_report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="results table against the papers (Table 5), Figure 7 and training curves from run directories",
-        description="Read RUN_DIRs written by `ghostnest train` and write DIR/table.md (the papers' tables with our "
-        "numbers beside them), DIR/figure7.png/.svg (top-1 against parameters) and DIR/curves/<run>.png.",
+        description="Read RUN_DIRs written by `ghostnest train` and write DIR/index.html (one self-contained page: "
+        "everything below plus per run its per-class accuracy, confusion matrix, worst-classified test images with "
+        "their class activation maps and its recipe), DIR/table.md (the papers' tables with our numbers beside "
+        "them), DIR/figure7.png/.svg (top-1 against parameters) and DIR/curves/<run>.png.",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (none: the paper rows only)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="do not evaluate each run's best checkpoint on its test split (no per-class accuracy, "
+                   "confusion matrix or worst images in index.html)")
+    p.add_argument("--device", default="cpu", help="where the runs' checkpoints are evaluated (default cpu)")
+    p.add_argument("--check", action="store_true",
+                   help="render index.html in headless Chromium afterwards; exit 2 on a missing image, a script "
+                   "error or an empty section (needs chromium installed)")
     p.set_defaults(func=_cmd_report)
 
 

@@ -93,7 +93,7 @@ def most_confused(matrix, classes: list[str], k: int = CONFUSED_PAIRS) -> list[d
         if off[i, j] == 0:
             break
         out.append({"true": str(classes[i]), "predicted": str(classes[j]), "count": int(off[i, j]),
-                    "share": round(100.0 * off[i, j] / max(int(rows[i]), 1), 2)})
+                    "share": round(100.0 * float(off[i, j]) / max(int(rows[i]), 1), 2)})
     return out
 
 

@@ -15,7 +15,11 @@ and writes into ``out_dir``:
 - ``figure7.png`` / ``figure7.svg``: top-1 against parameters, one line per family, ours (solid) and the
   paper's (dashed), as the ME-NeSt-Ghost paper's Figure 7;
 - ``curves/<run>.png``: each run's loss and accuracy curves, re-plotted from its metrics.csv;
-- ``report.json``: the same rows as data.
+- ``report.json``: the same rows as data;
+- ``index.html``: all of it as one page (:mod:`.html`; no script, no network, its images beside it), with per run
+  its per-class accuracy, confusion matrix (``runs/<run>/confusion.png``), worst-classified test images with their
+  class activation maps (``runs/<run>/worst.png``, :mod:`.analysis`) and its recipe. ``check=True`` then renders
+  the page in headless Chromium and fails on a missing image, a script error or an empty section (:mod:`.browser`).
 
 It never invents a number: a model without a finished run still gets its row with parameters and GFLOPs counted
 from the registry (on the ``meta`` device) and an empty accuracy. A run whose files are missing or corrupt gets a
@@ -29,8 +33,11 @@ import re
 import shutil
 from pathlib import Path
 
+from ..fileio import atomic_write_text
 from ..train.metrics import plot_curves
 from . import render
+from .analysis import analyse_run
+from .html import render_html
 from .paper import FAMILY_COLORS, FAMILY_LABELS, PAPER_ROWS, PAPER_TABLES, PaperRow, PaperTable
 from .render import build_rows, plot_figure7, registry_stats, render_table
 from .runs import RESULTS_KEYS, Run, load_run, mixing
@@ -49,11 +56,20 @@ def _unique_names(runs: list[Run]) -> None:
         run.name = base if n == 0 else f"{base}-{n + 1}"
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
-    """Write table.md, figure7.png/.svg, curves/*.png and report.json into ``out_dir``; return the paths."""
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, analyse: bool = True, device: str = "cpu",
+                 check: bool = False) -> dict:
+    """Write table.md, figure7.png/.svg, curves/*.png, report.json and index.html (with ``runs/<run>/`` figures
+    unless ``analyse`` is false) into ``out_dir``; return the paths. ``check``: render index.html in headless
+    Chromium afterwards (``ValueError`` listing what is wrong)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a directory")
+    if check:
+        from .browser import find_chromium
+
+        if find_chromium() is None:
+            raise ValueError("--check needs Chromium (apt-get install -y chromium, or set GHOSTNEST_CHROMIUM to its "
+                             "path); nothing was written")
     runs = [load_run(p) for p in run_dirs]
     _unique_names(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,11 +90,25 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
     (out / "table.md").write_text(render_table(rows, curves))
     figs = plot_figure7(rows, out)
     (out / "report.json").write_text(json.dumps(rows, indent=2, default=str))
-    return {
+    analyses: dict[str, dict | None] = {}
+    for run in runs:
+        analyses[run.name] = analyse_run(run.path, out / "runs" / run.name, device) if analyse else None
+    atomic_write_text(out / "index.html", render_html(rows, runs, curves, analyses))
+    result = {
         "table": out / "table.md",
         "figures": figs,
         "curves": [out / c for c in curves.values()],
         "json": out / "report.json",
+        "html": out / "index.html",
         "runs": len(runs),
         "problems": {r.name: r.problems for r in runs if r.problems},
+        "no_results": [r.name for r in runs if not r.finished and r.model is not None],
+        "analysis_problems": {k: v["problem"] for k, v in analyses.items() if v and "problem" in v},
     }
+    if check:
+        from .browser import check_page
+
+        problems = check_page(out / "index.html")
+        if problems:
+            raise ValueError(f"{out / 'index.html'} does not render cleanly in Chromium: {'; '.join(problems)}")
+    return result
