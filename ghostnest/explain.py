@@ -144,10 +144,10 @@ def compute_cams(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor
 
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """grad-cam's overlay of a map on an (H, W, 3) float image in [0, 1] (jet colour map, half and half)."""
+    """grad-cam's overlay of a map on an (H, W, 3) float image in [0, 1] (jet colour map, 60% image)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    return show_cam_on_image(image.astype(np.float32), cam, use_rgb=True, image_weight=0.5)
+    return show_cam_on_image(image.astype(np.float32), cam, use_rgb=True, image_weight=0.6)
 
 
 def _file_stem(index: int, ident: str) -> str:
@@ -246,21 +246,27 @@ def _image_figure(panels, ident: str, top5: list[dict], model: str, layer: str):
 
 
 def _grid_figure(shown: np.ndarray, cams: np.ndarray, records: list[dict], title: str, targeted: bool):
+    """Every image above its map: rows alternate between the inputs and their maps, :data:`GRID_COLUMNS` wide."""
     plt = pyplot()
     n = len(records)
     cols = min(GRID_COLUMNS, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 1.2, 2.15 * rows + 0.8), squeeze=False,
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols + 1.4, 3.9 * rows + 0.8), squeeze=False,
                              layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for i, r in enumerate(records):
-        ax = axes.flat[i]
-        ax.axis("on")
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        top.axis("on")
+        bottom.axis("on")
         caption = f"{Path(r['image']).name[:18]}\npred {r['predicted']} ({100 * r['confidence']:.0f}%)"
         if targeted:
-            caption += f"\np({r['target']}) {100 * r['target_probability']:.0f}%"
-        image_panel(ax, overlay(shown[i], cams[i]), caption, fontsize=8)
+            caption += f", p({r['target']}) {100 * r['target_probability']:.0f}%"
+        image_panel(top, shown[i], caption, fontsize=8)
+        image_panel(bottom, overlay(shown[i], cams[i]))
+    for row in range(rows):
+        axes[2 * row, 0].set_ylabel("image", fontsize=9)
+        axes[2 * row + 1, 0].set_ylabel("map", fontsize=9)
     _colorbar(fig, list(axes.flat), plt)
     fig.suptitle(title, fontsize=10)
     return fig
