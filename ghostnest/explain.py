@@ -25,12 +25,11 @@ import difflib
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from .figures import image_panel, pyplot, save_figure
-from .fileio import atomic_write_text
+if TYPE_CHECKING:  # imported inside the functions: the command line builds its parser from METHODS without them
+    import numpy as np
+    import torch
 
 # name -> (pytorch_grad_cam class, label, uses gradients)
 METHODS = {
@@ -67,6 +66,8 @@ def cam_class(method: str):
 def default_target_layer(model: torch.nn.Module) -> str:
     """The module name of ``model``'s last stage: timm's ``feature_info`` where the model has it (the timm
     baselines), else ``stages.<last>`` (GhostMixNet, ME-NeSt-Ghost), else ``blocks.<last>``."""
+    import torch
+
     names = dict(model.named_modules())
     info = getattr(model, "feature_info", None)
     if isinstance(info, (list, tuple)) and info and isinstance(info[-1], dict) and info[-1].get("module") in names:
@@ -113,6 +114,8 @@ def resolve_target(target: str | int | None, classes: list[str]) -> int | None:
 def read_images(inputs: list[str | Path], size: int) -> tuple[list[str], torch.Tensor]:
     """(ids, float batch (N, 3, size, size) of pixel values 0-255) of image files and folders, resized as
     ``predict`` resizes them (bicubic, antialiased); ``ValueError`` naming a file that is not an image."""
+    import torch
+
     from .data.datasets import read_image
     from .data.loader import resize_batch
     from .train.evaluate import _image_files
@@ -126,6 +129,9 @@ def compute_cams(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor
                  method: str = "gradcam", batch_size: int = 16) -> np.ndarray:
     """(N, H, W) maps in [0, 1] of ``method`` for class ``classes[i]`` of input ``x[i]`` (already preprocessed,
     on the model's device), computed by grad-cam in batches."""
+    import numpy as np
+    import torch
+
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     kind = cam_class(method)
@@ -145,6 +151,8 @@ def compute_cams(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """grad-cam's overlay of a map on an (H, W, 3) float image in [0, 1] (jet colour map, 60% image)."""
+    import numpy as np
+
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     return show_cam_on_image(image.astype(np.float32), cam, use_rgb=True, image_weight=0.6)
@@ -163,15 +171,17 @@ def _colorbar(fig, axes, plt) -> None:
                  label="class activation\n(1: the image's maximum)")
 
 
-def _prob_text(classes: list[str], probs: torch.Tensor, index: int) -> str:
-    return f"{classes[index]} ({100 * probs[index].item():.1f}%)"
-
-
 def explain(source: str | Path, images: list[str | Path], out_dir: str | Path, method: str = "gradcam",
             target: str | int | None = None, layer: str | None = None, device: str = "auto",
             batch_size: int = 16) -> dict:
     """Class activation maps of the checkpoint ``source`` (a run directory or a ``.safetensors`` checkpoint) on
     ``images`` (files and folders) into ``out_dir``; returns ``explain.json``'s content with the paths written."""
+    import numpy as np
+    import torch
+
+    from .figures import save_figure
+    from .fileio import atomic_write_text
+
     from .data.loader import ToModelInput
     from .devices import resolve_device
     from .train.checkpoint import load_checkpoint
@@ -235,6 +245,10 @@ def explain(source: str | Path, images: list[str | Path], out_dir: str | Path, m
 
 
 def _image_figure(panels, ident: str, top5: list[dict], model: str, layer: str):
+    import numpy as np
+
+    from .figures import image_panel, pyplot
+
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.0, 3.9), layout="constrained")
     for ax, (title, image, cam) in zip(np.atleast_1d(axes), panels, strict=True):
@@ -247,6 +261,8 @@ def _image_figure(panels, ident: str, top5: list[dict], model: str, layer: str):
 
 def _grid_figure(shown: np.ndarray, cams: np.ndarray, records: list[dict], title: str, targeted: bool):
     """Every image above its map: rows alternate between the inputs and their maps, :data:`GRID_COLUMNS` wide."""
+    from .figures import image_panel, pyplot
+
     plt = pyplot()
     n = len(records)
     cols = min(GRID_COLUMNS, n)
