@@ -188,6 +188,9 @@ def explain(source: str | Path, images: list[str | Path], out_dir: str | Path, m
 
     method = check_method(method)
     cam_class(method)  # grad-cam installed?
+    if Path(source).suffix.lower() in (".onnx", ".pt2"):
+        raise ValueError(f"{source} is an exported model file; explain needs the PyTorch model: pass the run directory "
+                         "or its .safetensors checkpoint (the maps hook into the network's layers)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a directory")

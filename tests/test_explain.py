@@ -158,6 +158,16 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, args, expec
     assert not out.exists()
 
 
+def test_exported_file_or_file_as_out_dir_is_one_line(tmp_path, capsys):
+    ckpt, imgs = checkpoint(tmp_path), images(tmp_path, n=1)
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    assert main(["explain", str(tmp_path / "m.onnx"), str(imgs), "--out", str(tmp_path / "o")]) == 2
+    assert "explain needs the PyTorch model" in one_error_line(capsys) and not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    assert main(["explain", str(ckpt), str(imgs), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; give a directory" in one_error_line(capsys)
+
+
 def test_not_an_image_is_named_and_nothing_is_written(tmp_path, capsys):
     ckpt, imgs, out = checkpoint(tmp_path), images(tmp_path, n=2), tmp_path / "out"
     (imgs / "broken.png").write_text("not an image")
