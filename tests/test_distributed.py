@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
+
+from helpers import group_norm_instead_of_batch_norm
 
 from ghostnest import create_model
 from ghostnest.train import checkpoint as ckpt
@@ -37,19 +38,6 @@ def config(**extra):
 def rows(run):
     with open(Path(run) / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def group_norm_instead_of_batch_norm(model: nn.Module) -> nn.Module:
-    """Per-sample normalisation: a model whose gradient on a batch is exactly the mean of its halves' gradients.
-
-    BatchNorm's batch statistics make a rank's half batch differ from the whole one (SyncBatchNorm fixes that, but
-    PyTorch runs it on GPUs only), so the CPU equivalence test swaps it for GroupNorm(1, C)."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(model, name, nn.GroupNorm(1, child.num_features))
-        else:
-            group_norm_instead_of_batch_norm(child)
-    return model
 
 
 def _capture_models(exact: bool) -> list:
