@@ -167,7 +167,11 @@ def _load_initial_weights(model: torch.nn.Module, cfg: TrainConfig, classes: lis
     """``cfg.init_from``'s weights into ``model`` (a new run's starting point; a resumed run loads its own). The
     classifier comes along only when the checkpoint was trained on the same class names (``classes``; e.g. a QAT
     fine-tune of its own run); on other classes (a fine-tune on a new data set) the model keeps its new head."""
-    path = resolve_checkpoint_path(cfg.init_from)
+    try:
+        path = resolve_checkpoint_path(cfg.init_from)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"init_from={cfg.init_from}: no such run directory or checkpoint; pass --set "
+                                "init_from=RUN_DIR (a trained run) or a .safetensors checkpoint") from None
     tensors, meta = read_checkpoint(path)
     if meta.get("model") != cfg.model:
         raise ValueError(f"init_from={cfg.init_from} holds a {meta.get('model')} checkpoint but this run trains "
