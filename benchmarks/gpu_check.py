@@ -1,7 +1,7 @@
 """Verify and measure everything on the GPU that is present: one command, in resumable steps of under 9 minutes.
 
     python benchmarks/gpu_check.py                 # every step not done yet, then `render`
-    python benchmarks/gpu_check.py --within 8.5 --pack OUT/cuda-results.tar.gz   # a short lease: all steps, by
+    python benchmarks/gpu_check.py --within 8.5 --pack OUT/cuda-results.tar.gz   # a short GPU run: all steps, by
                                                    # priority, each its share of 8.5 minutes; the JSON in one file
     python benchmarks/gpu_check.py --step speed    # one step (repeatable: --step env --step tests)
     python benchmarks/gpu_check.py --list          # the steps, what each measures and its time budget
@@ -16,15 +16,15 @@ finishes them on its next run. ``render`` writes the section between ``<!-- gpu:
 ``<!-- gpu:end -->`` in docs/benchmarks.md (appended if the markers are missing; the rest of the file is untouched)
 and prints a summary table; it works on a machine without CUDA and names the figures still missing.
 
-``--within MINUTES`` is for a GPU lease shorter than the steps' budgets (docs/gpu.md): the steps run in the order of
-:data:`STEPS` (their priority), each with the share of the minutes left that its budget is of the budgets left, so
-every step measures its first cells and the rest resume in a later lease; at the deadline no step or cell starts,
-and a cell still running 45 s after it is stopped (recorded as not run) so the command ends on time. ``--pack
-FILE`` writes every results file into one ``.tar.gz`` at the end, however the run ended (a lease returns at most
-8 files).
+``--within MINUTES`` is for a short GPU run, shorter than the steps' budgets (docs/gpu.md): the steps run in the
+order of :data:`STEPS` (their priority), each with the share of the minutes left that its budget is of the budgets
+left, so every step measures its first cells and the rest resume in a later run; at the deadline no step or cell
+starts, and a cell still running 45 s after it is stopped (recorded as not run) so the command ends on time.
+``--pack FILE`` writes every results file into one ``.tar.gz`` at the end, however the run ended (a short GPU run
+brings back at most 8 files).
 
 Without CUDA (and without ``--dry-run``/``--device cpu``) the script says so in one line and exits 2.
-docs/gpu.md says how a session with a lent GPU sets up and runs it.
+docs/gpu.md says how a short GPU run (15 minutes of GPU time) sets up and runs it.
 """
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ TABLE5 = {"images": 47_500, "val": 2_500, "epochs": 100, "recipe": "menest-cifar
 ABLATION = {"images": 50_000, "val": 10_000, "epochs": 200,
             "recipes": ["ghostmixnet-cifar10-resnet", "ghostmixnet-cifar10-resnet-se", "ghostmixnet-cifar10-ghost-se",
                         "ghostmixnet-cifar10"]}
-TINY_GMN = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
-TINY_GMN_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
-TINY_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_features": 32}
+DRY_RUN_GHOSTMIXNET = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
+DRY_RUN_GHOSTMIXNET_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
+DRY_RUN_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_features": 32}
 
 
 # ------------------------------------------------------------------------------------------------ the context
@@ -71,13 +71,13 @@ GRACE_S = 45  # --within: how long a cell that started before the deadline may r
 
 
 class Ctx:
-    """Where a step runs and how big it may be: ``tiny`` (CPU dry run) shrinks every size to seconds;
-    ``deadline`` (``time.monotonic()``, from ``--within``) is when no step or cell may start any more."""
+    """Where a step runs and how big it may be: ``dry_run`` (on the CPU, ``--dry-run``) shrinks every size to
+    seconds; ``deadline`` (``time.monotonic()``, from ``--within``) is when no step or cell may start any more."""
 
-    def __init__(self, device: str, tiny: bool, results: Path, doc: Path, force: bool,
+    def __init__(self, device: str, dry_run: bool, results: Path, doc: Path, force: bool,
                  deadline: float | None = None):
-        self.device, self.tiny, self.results, self.doc, self.force = device, tiny, results, doc, force
-        self.prefix = "dryrun" if tiny else "cuda"
+        self.device, self.dry_run, self.results, self.doc, self.force = device, dry_run, results, doc, force
+        self.prefix = "dryrun" if dry_run else "cuda"
         self.deadline = deadline
 
     def left(self) -> float:
@@ -87,8 +87,9 @@ class Ctx:
     def path(self, step: str) -> Path:
         return self.results / f"{self.prefix}-{step}.json"
 
-    def pick(self, real, tiny):
-        return tiny if self.tiny else real
+    def choose(self, gpu, dry_run):
+        """``gpu`` (the real size of a GPU run), or ``dry_run`` (the CPU dry run's small one)."""
+        return dry_run if self.dry_run else gpu
 
 
 def now() -> str:
@@ -120,7 +121,7 @@ class Record:
         self.nominal_s = budget_s if nominal_s is None else nominal_s  # the step's own budget (before --within)
         old = None if ctx.force else read_json(self.path)
         self.data = old if old and not old.get("complete") else {"step": step, "cells": {}}
-        self.data.update(device=ctx.device, dry_run=ctx.tiny, complete=False, started=now(), budget_s=budget_s)
+        self.data.update(device=ctx.device, dry_run=ctx.dry_run, complete=False, started=now(), budget_s=budget_s)
         self.data.setdefault("cells", {})
         self.t0 = time.monotonic()
         self.left: list[str] = []
@@ -231,7 +232,7 @@ def step_env(ctx: Ctx, rec: Record) -> None:
 # -------------------------------------------------------------------------------------------------------- tests
 def step_tests(ctx: Ctx, rec: Record) -> None:
     """The suite's CUDA cases (marked ``cuda`` by tests/conftest.py); a dry run runs two CPU cases instead."""
-    if ctx.tiny:
+    if ctx.dry_run:
         args = ["tests/test_devices.py", "-m", "not cuda", "-k", "ghost_module"]
     else:
         args = ["tests", "-m", "cuda"]
@@ -252,8 +253,8 @@ def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, 
     from ghostnest.bench import bench_models
 
     rows = bench_models(list(names), input_size=size, batch=batch, mode=mode, device=ctx.device,
-                        dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny, compile=compile,
-                        repeats=repeats or ctx.pick(6, 2), warmup=ctx.pick(2, 1), num_classes=num_classes,
+                        dtype=ctx.choose("bf16", "fp32"), channels_last=not ctx.dry_run, compile=compile,
+                        repeats=repeats or ctx.choose(6, 2), warmup=ctx.choose(2, 1), num_classes=num_classes,
                         fuse=fuse)
     keep = ("name", "mode", "dtype", "batch", "input_size", "channels_last", "compiled", "fused", "params", "gflops",
             "median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb", "first_call_ms")
@@ -261,10 +262,10 @@ def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, 
 
 
 def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
-    sizes = ctx.pick(SIZES if not compile else ("s", "m"), ("s",))
-    batches = ctx.pick((128, 256) if not compile else (128,), (2,))
-    image = ctx.pick(256, 32)
-    for batch in batches:  # every size at the first batch before any at the second: a short lease gets S-XL first
+    sizes = ctx.choose(SIZES if not compile else ("s", "m"), ("s",))
+    batches = ctx.choose((128, 256) if not compile else (128,), (2,))
+    image = ctx.choose(256, 32)
+    for batch in batches:  # every size at the first batch before any at the second: a short GPU run gets S-XL first
         for size in sizes:
             ours, theirs = f"menest_ghost_{size}", f"efficientnetv2_{size}"
             for mode in ("infer", "train"):
@@ -275,7 +276,7 @@ def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
                     return {"ours": rows[ours], "theirs": rows[theirs], "ratio": ratio, "target": TARGETS[mode],
                             "met": ratio <= TARGETS[mode]}
                 rec.cell(f"{size}/{mode}/b{batch}", run)
-    rec.data["setup"] = {"input_size": image, "dtype": ctx.pick("bf16", "fp32"), "channels_last": not ctx.tiny,
+    rec.data["setup"] = {"input_size": image, "dtype": ctx.choose("bf16", "fp32"), "channels_last": not ctx.dry_run,
                          "fused_infer": not compile, "compiled": compile,
                          "ratio": "median time per batch, ME-NeSt-Ghost / EfficientNet-V2 (timm) of the same size"}
 
@@ -289,7 +290,7 @@ def step_speed(ctx: Ctx, rec: Record) -> None:
 def step_speed_compile(ctx: Ctx, rec: Record) -> None:
     """The same cells with ``torch.compile`` on both sides (S and M, batch 128: each compile takes minutes).
     A dry run times them eagerly (compiling on the CPU takes minutes)."""
-    _pair_cells(ctx, rec, compile=not ctx.tiny)
+    _pair_cells(ctx, rec, compile=not ctx.dry_run)
 
 
 def step_speed_ghostmix(ctx: Ctx, rec: Record) -> None:
@@ -300,22 +301,22 @@ def step_speed_ghostmix(ctx: Ctx, rec: Record) -> None:
     from ghostnest.bench import bench_variants
     from plain_ghostmixnet import PlainGhostMixNet
 
-    batch = ctx.pick(128, 4)
+    batch = ctx.choose(128, 4)
     common = dict(input_size=32, batch=batch, num_classes=10, mode="train", device=ctx.device,
-                  repeats=ctx.pick(20, 2), warmup=ctx.pick(3, 1))
+                  repeats=ctx.choose(20, 2), warmup=ctx.choose(3, 1))
 
     def one(model_fn, dtype, cl):
         rows = bench_variants([("m", model_fn())], dtype=dtype, channels_last=cl, **common)
         return {k: rows[0].get(k) for k in ("median_ms", "p25_ms", "p75_ms", "images_per_s", "first_call_ms")}
 
-    kw = ctx.pick({}, TINY_GMN)
+    kw = ctx.choose({}, DRY_RUN_GHOSTMIXNET)
     rec.cell("plain_fp32_eager", lambda: one(PlainGhostMixNet, "fp32", False))
     rec.cell("ours_fp32_eager", lambda: one(lambda: ghostnest.create_model("ghostmixnet", num_classes=10, **kw),
                                             "fp32", False))
-    low = ctx.pick("bf16", "fp32")
+    low = ctx.choose("bf16", "fp32")
     rec.cell("ours_bf16_cl", lambda: one(lambda: ghostnest.create_model("ghostmixnet", num_classes=10, **kw), low,
-                                         not ctx.tiny))
-    if not ctx.tiny:  # compiling on the CPU takes minutes: not in a dry run
+                                         not ctx.dry_run))
+    if not ctx.dry_run:  # compiling on the CPU takes minutes: not in a dry run
         rec.cell("ours_bf16_cl_compiled", lambda: one(
             lambda: torch.compile(ghostnest.create_model("ghostmixnet", num_classes=10)), "bf16", True))
     base = rec.data["cells"].get("plain_fp32_eager", {}).get("images_per_s")
@@ -339,7 +340,7 @@ def step_mixconv(ctx: Ctx, rec: Record) -> None:
     from ghostnest.bench import bench_variants
     from ghostnest.layers.mixconv import MixConv2d
 
-    kw = ctx.pick({}, {"stages": TINY_MENEST["stages"], "num_features": 32})
+    kw = ctx.choose({}, {"stages": DRY_RUN_MENEST["stages"], "num_features": 32})
 
     def build(impl):
         torch.manual_seed(0)  # the same weights for every implementation
@@ -349,13 +350,13 @@ def step_mixconv(ctx: Ctx, rec: Record) -> None:
                 m.impl = impl
         return model
 
-    batch = ctx.pick(128, 2)
+    batch = ctx.choose(128, 2)
 
     def run():
-        rows = bench_variants([(impl, build(impl)) for impl in MIXCONV_TRAIN_IMPLS], input_size=ctx.pick(256, 32),
+        rows = bench_variants([(impl, build(impl)) for impl in MIXCONV_TRAIN_IMPLS], input_size=ctx.choose(256, 32),
                               batch=batch, num_classes=100, mode="train", device=ctx.device,
-                              dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny, repeats=ctx.pick(6, 2),
-                              warmup=ctx.pick(2, 1))
+                              dtype=ctx.choose("bf16", "fp32"), channels_last=not ctx.dry_run, repeats=ctx.choose(6, 2),
+                              warmup=ctx.choose(2, 1))
         out = {r["name"]: {k: r.get(k) for k in ("median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb")}
                for r in rows}
         split = out["split"]["median_ms"]
@@ -391,29 +392,32 @@ def _train_cell(ctx: Ctx, recipe: str, overrides: dict, key: str) -> dict:
 def step_train(ctx: Ctx, rec: Record) -> None:
     """Both recipes as written (augmentation, batch, optimizer, AMP, channels_last) on fake data of the real shape,
     2 epochs each (the second is the steady-state epoch), after the digits learning check (first: the cheapest)."""
-    if ctx.tiny:
-        gmn = {"dataset": "fake:classes=10,size=16,train=64,test=16", "model_kwargs": TINY_GMN, "epochs": 1,
-               "workers": 0, "batch_size": 16, "augment": []}
-        men = {"dataset": "fake:classes=4,size=16,train=64,test=16", "model_kwargs": TINY_MENEST, "epochs": 1,
-               "workers": 0, "batch_size": 16, "image_size": 32, "augment": []}
+    if ctx.dry_run:
+        ghostmixnet_over = {"dataset": "fake:classes=10,size=16,train=64,test=16",
+                            "model_kwargs": DRY_RUN_GHOSTMIXNET, "epochs": 1,
+                            "workers": 0, "batch_size": 16, "augment": []}
+        menest_over = {"dataset": "fake:classes=4,size=16,train=64,test=16",
+                       "model_kwargs": DRY_RUN_MENEST, "epochs": 1,
+                       "workers": 0, "batch_size": 16, "image_size": 32, "augment": []}
     else:
         # CIFAR-10's real count and size; the recipe as written apart from the data and the epoch count
-        gmn = {"dataset": "fake:classes=10,size=32,train=50000,test=10000", "epochs": 2}
+        ghostmixnet_over = {"dataset": "fake:classes=10,size=32,train=50000,test=10000", "epochs": 2}
         # 128x128 stored, resized to the recipe's 256; a fifth of CIFAR-100's 50,000 (scaled up in the projection)
-        men = {"dataset": "fake:classes=100,size=128,train=10000,test=1000", "epochs": 2}
+        menest_over = {"dataset": "fake:classes=100,size=128,train=10000,test=1000", "epochs": 2}
 
     def digits():
-        over = {"epochs": 1, "model_kwargs": TINY_GMN} if ctx.tiny else {}
+        over = {"epochs": 1, "model_kwargs": DRY_RUN_GHOSTMIXNET} if ctx.dry_run else {}
         out = _train_cell(ctx, "quickstart", over, "digits")
-        out["learned"] = (out["test_top1"] or 0) >= (10 if ctx.tiny else 90)
+        out["learned"] = (out["test_top1"] or 0) >= (10 if ctx.dry_run else 90)
         out["train_images"] = 1_293  # quickstart: 1,437 training digits less the 10% validation split
         return out
 
     rec.cell("digits", digits)  # first: the cheapest, and the one that says the GPU path learns
-    rec.cell("ghostmixnet-cifar10", lambda: {**_train_cell(ctx, "ghostmixnet-cifar10", gmn, "gmn"),
-                                             "train_images": 50_000 if not ctx.tiny else 64})
-    rec.cell("menest-cifar100", lambda: {**_train_cell(ctx, "menest-cifar100", men, "men"),
-                                         "train_images": 9_500 if not ctx.tiny else 61})
+    rec.cell("ghostmixnet-cifar10", lambda: {**_train_cell(ctx, "ghostmixnet-cifar10", ghostmixnet_over,
+                                                            "ghostmixnet"),
+                                             "train_images": 50_000 if not ctx.dry_run else 64})
+    rec.cell("menest-cifar100", lambda: {**_train_cell(ctx, "menest-cifar100", menest_over, "menest"),
+                                         "train_images": 9_500 if not ctx.dry_run else 61})
 
 
 # ------------------------------------------------------------------------------------------------------ project
@@ -422,9 +426,9 @@ def step_project(ctx: Ctx, rec: Record) -> None:
     ablation rows (batch 128, 32x32), bf16 autocast, channels_last: as the recipes train them."""
     from ghostnest.train import resolve_config
 
-    if ctx.tiny:
-        jobs = [("menest_ghost_s", 32, 2, 100, {"stages": TINY_MENEST["stages"], "num_features": 32}),
-                ("ghostmixnet-cifar10", 16, 2, 10, TINY_GMN)]
+    if ctx.dry_run:
+        jobs = [("menest_ghost_s", 32, 2, 100, {"stages": DRY_RUN_MENEST["stages"], "num_features": 32}),
+                ("ghostmixnet-cifar10", 16, 2, 10, DRY_RUN_GHOSTMIXNET)]
     else:
         jobs = [(m, 256, 32, 100, None) for m in TABLE5["models"]]
         jobs += [(r, 32, 128, 10, None) for r in ABLATION["recipes"]]
@@ -434,8 +438,8 @@ def step_project(ctx: Ctx, rec: Record) -> None:
 
             model = resolve_config(name).model if name.startswith("ghostmixnet-") else name
             rows = bench_models([model], input_size=size, batch=batch, mode="train", device=ctx.device,
-                                dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny,
-                                repeats=ctx.pick(10, 2), warmup=ctx.pick(3, 1), num_classes=classes,
+                                dtype=ctx.choose("bf16", "fp32"), channels_last=not ctx.dry_run,
+                                repeats=ctx.choose(10, 2), warmup=ctx.choose(3, 1), num_classes=classes,
                                 model_kwargs=kw)
             r = rows[0]
             return {"model": model, "input_size": size, "batch": batch, "median_ms": r["median_ms"],
@@ -450,22 +454,22 @@ def step_pipeline(ctx: Ctx, rec: Record) -> None:
     from ghostnest.bench import bench_data
 
     cpus = os.cpu_count() or 1
-    if ctx.tiny:
+    if ctx.dry_run:
         jobs = [("ghostmixnet-cifar10", ["dataset=fake:classes=10,size=32,train=64,test=8", "batch_size=16"], [0])]
     else:
-        gmn = ["dataset=fake:classes=10,size=32,train=8192,test=16"]
+        ghostmixnet_over = ["dataset=fake:classes=10,size=32,train=8192,test=16"]
         jobs = [("menest-cifar100", ["dataset=fake:classes=100,size=128,train=4096,test=16"], [None, cpus])]
-        jobs += [(r, gmn, [None, max(cpus // 2, 2)]) for r in ABLATION["recipes"]]
+        jobs += [(r, ghostmixnet_over, [None, max(cpus // 2, 2)]) for r in ABLATION["recipes"]]
     for recipe, over, worker_counts in jobs:
         for w in worker_counts:
             key = f"{recipe}/workers={'recipe' if w is None else w}"
             rec.cell(key, lambda recipe=recipe, over=over, w=w: bench_data(
-                recipe, over, batches=ctx.pick(30, 2), warmup=ctx.pick(3, 1), device=ctx.device, workers=w))
+                recipe, over, batches=ctx.choose(30, 2), warmup=ctx.choose(3, 1), device=ctx.device, workers=w))
         # the same ops run on the batch on the GPU (augment_on: device), per image and in groups of 16
-        for group in ctx.pick((1, 16), (4,)) if recipe in ("ghostmixnet-cifar10", "menest-cifar100") else ():
+        for group in ctx.choose((1, 16), (4,)) if recipe in ("ghostmixnet-cifar10", "menest-cifar100") else ():
             rec.cell(f"{recipe}/device-augment group={group}", lambda recipe=recipe, over=over, group=group: bench_data(
-                recipe, [*over, "augment_on=device", f"augment_group={group}"], batches=ctx.pick(30, 2),
-                warmup=ctx.pick(3, 1), device=ctx.device))
+                recipe, [*over, "augment_on=device", f"augment_group={group}"], batches=ctx.choose(30, 2),
+                warmup=ctx.choose(3, 1), device=ctx.device))
 
 
 # ---------------------------------------------------------------------------------------------------------- ddp
@@ -479,8 +483,8 @@ def _metrics(run: Path) -> list[dict]:
 def step_ddp(ctx: Ctx, rec: Record) -> None:
     """torchrun --nproc_per_node 1 (nccl on CUDA, gloo in a dry run) with sync_bn: an uninterrupted run; the same
     run stopped by SIGTERM inside epoch 2 and resumed under torchrun; final weights compared tensor by tensor."""
-    if ctx.tiny:
-        sets = [TINY_GMN_SET, "dataset=fake:classes=4,size=16,train=1500,test=32", "batch_size=16", "threads=1"]
+    if ctx.dry_run:
+        sets = [DRY_RUN_GHOSTMIXNET_SET, "dataset=fake:classes=4,size=16,train=1500,test=32", "batch_size=16", "threads=1"]
     else:
         sets = ["dataset=fake:classes=10,size=32,train=20000,test=512", "batch_size=64"]
     sets += ["epochs=3", "val_fraction=0.05", "workers=0", "sync_bn=true", "augment=[]", "mixup_alpha=0",
@@ -495,8 +499,8 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
 
     new = ["--recipe", "quickstart", *args]
     # each torchrun job's limit: ~30 s expected on a GPU (start-up, 3 short epochs), so a rank that hangs costs at
-    # most this much of a lease; the CPU dry run's gloo ranks on a loaded 2-core machine get longer
-    limit = ctx.pick(120, 300)
+    # most this much of a short GPU run; the CPU dry run's gloo ranks on a loaded 2-core machine get longer
+    limit = ctx.choose(120, 300)
 
     def run():
         import torch
@@ -516,7 +520,7 @@ def step_ddp(ctx: Ctx, rec: Record) -> None:
             deadline = time.monotonic() + limit
             while not (part / "last.state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)  # the end of epoch 1
-            time.sleep(0.3 if not ctx.tiny else 0.2)
+            time.sleep(0.3 if not ctx.dry_run else 0.2)
             workers = child_pids(proc.pid)
             sent = bool(workers) and proc.poll() is None
             for w in workers:
@@ -582,7 +586,7 @@ def _profile_one(ctx: Ctx, name: str, mode: str, batch: int, size: int, classes:
         torch.cuda.synchronize()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
-        for _ in range(ctx.pick(3, 1)):
+        for _ in range(ctx.choose(3, 1)):
             step()
         if cuda:
             torch.cuda.synchronize()
@@ -596,7 +600,7 @@ def _profile_one(ctx: Ctx, name: str, mode: str, batch: int, size: int, classes:
     total = sum(dev_time(e) for e in events) or 1.0
     top = sorted(events, key=dev_time, reverse=True)[:15]
     return {"model": name, "mode": mode, "batch": batch, "input_size": size, "clock": "cuda" if cuda else "cpu",
-            "top": [{"name": e.key[:120], "self_ms": dev_time(e) / 1e3 / ctx.pick(3, 1), "share": dev_time(e) / total,
+            "top": [{"name": e.key[:120], "self_ms": dev_time(e) / 1e3 / ctx.choose(3, 1), "share": dev_time(e) / total,
                      "calls": e.count} for e in top]}
 
 
@@ -604,9 +608,9 @@ def step_profile(ctx: Ctx, rec: Record) -> None:
     """torch.profiler top kernels of the cells that matter: every speed cell that missed its target (from
     cuda-speed.json), else the S pair at batch 128 in both modes; and GhostMixNet's training step."""
     jobs = []
-    if ctx.tiny:
-        jobs = [("menest_ghost_s", "train", 2, 32, 10, {"stages": TINY_MENEST["stages"], "num_features": 32}),
-                ("ghostmixnet", "train", 2, 16, 10, TINY_GMN)]
+    if ctx.dry_run:
+        jobs = [("menest_ghost_s", "train", 2, 32, 10, {"stages": DRY_RUN_MENEST["stages"], "num_features": 32}),
+                ("ghostmixnet", "train", 2, 16, 10, DRY_RUN_GHOSTMIXNET)]
     else:
         speed = read_json(ctx.path("speed")) or {}
         missed = [k for k, c in speed.get("cells", {}).items() if c.get("met") is False]
@@ -701,7 +705,7 @@ def render(ctx: Ctx) -> str:
     have = {k: v for k, v in res.items() if v}
     missing = [k for k in STEPS if k != "render" and not (res.get(k) or {}).get("complete")]
     L = ["## GPU check (benchmarks/gpu_check.py)", ""]
-    label = "in a dry run on the CPU, tiny sizes: not GPU figures" if ctx.tiny else "with CUDA"
+    label = "in a dry run on the CPU, tiny sizes: not GPU figures" if ctx.dry_run else "with CUDA"
     env = (have.get("env") or {}).get("cells", {}).get("versions", {})
     if env:
         L += [f"Measured {label} on **{env.get('gpu', ctx.device)}**, torch {env.get('torch')}, CUDA "
@@ -865,7 +869,7 @@ def step_render(ctx: Ctx, rec: Record | None = None) -> None:
 
 # -------------------------------------------------------------------------------------------------------- steps
 # name: (function, budget in seconds on one H100, what it measures). Budgets sum to under 25 minutes; each < 9.
-# The order is the priority a short lease (--within) runs them in: the suite's CUDA cases, the speed targets, the
+# The order is the priority a short GPU run (--within) runs them in: the suite's CUDA cases, the speed targets, the
 # distributed path, then training, its input and the projection; torch.compile's cells last.
 STEPS = {
     "env": (step_env, 20, "versions, GPU, nvidia-smi"),
@@ -883,7 +887,7 @@ STEPS = {
 }
 
 
-# What the steps import beyond torch and torchvision: import name -> package to install. A lent GPU image may lack
+# What the steps import beyond torch and torchvision: import name -> package to install. The GPU machine's image may lack
 # some (docs/gpu.md); the check names them all at once instead of failing in the middle of a step.
 PACKAGES = {"timm": "timm", "sklearn": "scikit-learn", "yaml": "pyyaml", "tqdm": "tqdm", "safetensors": "safetensors",
             "matplotlib": "matplotlib", "pytest": "pytest", "hypothesis": "hypothesis"}
@@ -930,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--within", type=float, metavar="MINUTES",
                     help="the whole invocation's time: the steps share it by their budgets, in priority order")
     ap.add_argument("--pack", type=Path, metavar="FILE.tar.gz",
-                    help="at the end, however it ends, every results file in one .tar.gz (a lease returns <= 8 files)")
+                    help="at the end, however it ends, every results file in one .tar.gz (a short GPU run brings back <= 8 files)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON files")
     ap.add_argument("--doc", type=Path, default=DOC, help="the page whose GPU section render writes")
     args = ap.parse_args(argv)
@@ -944,13 +948,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.within is not None and not args.within > 0:
         print(f"gpu_check: --within {args.within:g} must be a positive number of minutes (e.g. --within 8.5 for a "
-              "15-minute lease, docs/gpu.md)", file=sys.stderr)
+              "15-minute GPU run, docs/gpu.md)", file=sys.stderr)
         return 2
-    tiny = args.dry_run or args.device == "cpu"
-    device = "cpu" if tiny else (args.device or "cuda")
+    dry_run = args.dry_run or args.device == "cpu"
+    device = "cpu" if dry_run else (args.device or "cuda")
     steps = [n for n in STEPS if n in (args.step or STEPS)]  # always in priority order
     deadline = None if args.within is None else time.monotonic() + args.within * 60
-    ctx = Ctx(device, tiny, args.results, args.doc, args.force, deadline)
+    ctx = Ctx(device, dry_run, args.results, args.doc, args.force, deadline)
     if steps == ["render"]:
         step_render(ctx)
         return 0
@@ -963,12 +967,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     import torch
 
-    if not tiny and not torch.cuda.is_available():
+    if not dry_run and not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
               "run it on a GPU machine (docs/gpu.md), or --dry-run for the tiny CPU mode", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    if tiny:
+    if dry_run:
         torch.set_num_threads(1)
     else:
         torch.backends.cudnn.benchmark = True
@@ -1001,10 +1005,10 @@ def run_steps(ctx: Ctx, steps: list[str], force: bool) -> None:
         if ctx.left() <= 0:
             say(f"[{name}] not started: the --within time is spent (run again to continue)")
             continue
-        scale = 10 if ctx.tiny else 1
+        scale = 10 if ctx.dry_run else 1
         mine = share(ctx, name, todo[todo.index(name):])
         say(f"[{name}] {what}; budget ~{mine / 60:.1f} min" + (f" of its {budget / 60:.1f}" if mine < budget else "")
-            + (" (dry run)" if ctx.tiny else ""))
+            + (" (dry run)" if ctx.dry_run else ""))
         rec = Record(ctx, name, mine * scale, nominal_s=budget * scale)
         try:
             fn(ctx, rec)
