@@ -37,162 +37,22 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"  # the section's markers in docs/benchmarks.md
-sys.path.insert(0, str(ROOT / "benchmarks"))  # plain_ghostmixnet
+sys.path.insert(0, str(ROOT / "benchmarks"))  # cell_records, gpu_page, plain_ghostmixnet
 
-SIZES = ("s", "m", "l", "xl")
-TARGETS = {"infer": 1.2, "train": 1.5, "ghostmix_train_vs_plain": 2.5}
-TABLE5 = {"images": 47_500, "val": 2_500, "epochs": 100, "recipe": "menest-cifar100",
-          "models": [f"menest_ghost_{s}" for s in SIZES] + [f"efficientnetv2_{s}" for s in SIZES]}
-ABLATION = {"images": 50_000, "val": 10_000, "epochs": 200,
-            "recipes": ["ghostmixnet-cifar10-resnet", "ghostmixnet-cifar10-resnet-se", "ghostmixnet-cifar10-ghost-se",
-                        "ghostmixnet-cifar10"]}
+from cell_records import (GRACE_S, Ctx, Deadline, Record, deadline_alarm, pack, read_json, say)  # noqa: E402
+from gpu_page import ABLATION, MIXCONV_TRAIN_IMPLS, SIZES, TABLE5, TARGETS, render, summary  # noqa: E402
+
 DRY_RUN_GHOSTMIXNET = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
 DRY_RUN_GHOSTMIXNET_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
 DRY_RUN_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_features": 32}
-
-
-# ------------------------------------------------------------------------------------------------ the context
-class Deadline(BaseException):
-    """``--within``'s time plus :data:`GRACE_S` is spent: raised (by SIGALRM) inside whatever cell is running. A
-    BaseException, so that a cell's error handling does not record it as the cell's error and go on."""
-
-
-GRACE_S = 45  # --within: how long a cell that started before the deadline may run past it
-
-
-class Ctx:
-    """Where a step runs and how big it may be: ``dry_run`` (on the CPU, ``--dry-run``) shrinks every size to
-    seconds; ``deadline`` (``time.monotonic()``, from ``--within``) is when no step or cell may start any more."""
-
-    def __init__(self, device: str, dry_run: bool, results: Path, doc: Path, force: bool,
-                 deadline: float | None = None):
-        self.device, self.dry_run, self.results, self.doc, self.force = device, dry_run, results, doc, force
-        self.prefix = "dryrun" if dry_run else "cuda"
-        self.deadline = deadline
-
-    def left(self) -> float:
-        """Seconds until the deadline (infinite without ``--within``)."""
-        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
-
-    def path(self, step: str) -> Path:
-        return self.results / f"{self.prefix}-{step}.json"
-
-    def choose(self, gpu, dry_run):
-        """``gpu`` (the real size of a GPU run), or ``dry_run`` (the CPU dry run's small one)."""
-        return dry_run if self.dry_run else gpu
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: a temporary file in the same folder, then rename (a killed step leaves the old file or the new)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-class Record:
-    """One step's results file: cells keyed by name, saved after each; ``over_budget`` says when to stop."""
-
-    def __init__(self, ctx: Ctx, step: str, budget_s: float, nominal_s: float | None = None):
-        self.ctx, self.step, self.path, self.budget_s = ctx, step, ctx.path(step), budget_s
-        self.nominal_s = budget_s if nominal_s is None else nominal_s  # the step's own budget (before --within)
-        old = None if ctx.force else read_json(self.path)
-        self.data = old if old and not old.get("complete") else {"step": step, "cells": {}}
-        self.data.update(device=ctx.device, dry_run=ctx.dry_run, complete=False, started=now(), budget_s=budget_s)
-        self.data.setdefault("cells", {})
-        self.t0 = time.monotonic()
-        self.left: list[str] = []
-
-    def done(self, key: str) -> bool:
-        return key in self.data["cells"] and "not_run" not in self.data["cells"][key]
-
-    def over_budget(self, key: str) -> bool:
-        why = ("the --within time is spent" if self.ctx.left() <= 0 else
-               "step time budget reached" if time.monotonic() - self.t0 > self.budget_s else None)
-        if why:
-            self._not_run(key, f"{why}; run the step again to continue")
-            return True
-        return False
-
-    def _not_run(self, key: str, why: str) -> None:
-        """Cell ``key`` left for the step's next run (the step stays incomplete)."""
-        self.left.append(key)
-        self.data["cells"][key] = {"not_run": why}
-        self.save()
-
-    def kill_after(self, extra_s: float = 60) -> float:
-        """A timeout for a step's one indivisible job (a subprocess): its own budget plus ``extra_s``, cut to what
-        ``--within`` leaves (a job killed at its timeout gives nothing, so a shortened share does not shorten it)."""
-        return max(1.0, min(self.nominal_s + extra_s, self.ctx.left() + GRACE_S))
-
-    def put(self, key: str, value: dict) -> None:
-        self.data["cells"][key] = value
-        self.save()
-
-    def save(self) -> None:
-        write_json(self.path, self.data)
-
-    def finish(self, **extra) -> dict:
-        self.data.update(extra)
-        self.data["elapsed_s"] = round(time.monotonic() - self.t0, 1)
-        self.data["finished"] = now()
-        self.data["complete"] = not self.left
-        self.save()
-        return self.data
-
-    def cell(self, key: str, fn) -> dict | None:
-        """Run ``fn()`` for cell ``key`` unless it is done or the budget is spent; errors are recorded, not raised."""
-        if self.done(key):
-            return self.data["cells"][key]
-        if self.over_budget(key):
-            return None
-        say(f"  {self.step}: {key}")
-        t = time.monotonic()
-        try:
-            value = fn()
-        except Deadline:
-            self._not_run(key, "the --within time ran out during this cell; run the step again")
-            raise
-        except Exception as exc:  # noqa: BLE001  (one failed cell must not lose the others)
-            value = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
-            _empty_cache()
-        value = {**value, "cell_s": round(time.monotonic() - t, 1)}
-        self.put(key, value)
-        return value
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _empty_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------------------- env
@@ -327,7 +187,6 @@ def step_speed_ghostmix(ctx: Ctx, rec: Record) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ mixconv
-MIXCONV_TRAIN_IMPLS = ("split", "single", "repeat", "rowgrad")  # "matmul" is for tiny maps only (4x4 and below)
 
 
 def step_mixconv(ctx: Ctx, rec: Record) -> None:
@@ -623,247 +482,14 @@ def step_profile(ctx: Ctx, rec: Record) -> None:
         rec.cell(f"{name}/{mode}/b{batch}", lambda a=(name, mode, batch, size, classes, kw): _profile_one(ctx, *a))
 
 
-# ------------------------------------------------------------------------------------------------------- render
-def _fmt(v, spec=".1f", none="missing"):
-    if v is None:
-        return none
-    try:
-        return format(v, spec)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _hours(s):
-    return "missing" if s is None else (f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min")
-
-
-def projection(res: dict) -> list[dict]:
-    """Projected wall time of each paper run from the GPU step throughput (``project``), the input pipeline
-    (``pipeline``) and the overhead the real epochs (``train``) show over that simple model."""
-    proj = (res.get("project") or {}).get("cells", {})
-    pipe = (res.get("pipeline") or {}).get("cells", {})
-    real = (res.get("train") or {}).get("cells", {})
-
-    def pipeline_rate(recipe):
-        rates = [c.get("images_per_s") for k, c in pipe.items() if k == f"{recipe}/workers=recipe"]
-        return rates[0] if rates and rates[0] else None
-
-    def overhead(real_key, proj_key, images):
-        r, p = real.get(real_key, {}), proj.get(proj_key, {})
-        gpu, pl = p.get("images_per_s"), pipeline_rate(real_key)
-        if not (r.get("steady_epoch_s") and gpu):
-            return 1.0, False
-        simple = images / min(gpu, pl or gpu)
-        return max(1.0, r["steady_epoch_s"] / simple), True
-
-    def options(recipe):  # every measured way to feed this recipe: (cell name, images/s of the pipeline alone)
-        return [(k.split("/", 1)[1], c["images_per_s"]) for k, c in pipe.items()
-                if k.startswith(f"{recipe}/") and c.get("images_per_s")]
-
-    rows = []
-    men_over, men_cal = overhead("menest-cifar100", "menest_ghost_s", 9_500)
-    for m in TABLE5["models"]:
-        rows.append(_proj_row(m, "menest-cifar100", proj.get(m, {}), pipeline_rate("menest-cifar100"), TABLE5,
-                              men_over, men_cal, options("menest-cifar100")))
-    gmn_over, gmn_cal = overhead("ghostmixnet-cifar10", "ghostmixnet-cifar10", 50_000)
-    for r in ABLATION["recipes"]:
-        rows.append(_proj_row(r, r, proj.get(r, {}), pipeline_rate(r), ABLATION, gmn_over, gmn_cal, options(r)))
-    return rows
-
-
-def fed_rate(gpu: float, option: str, pipe_rate: float) -> float:
-    """Training images/s of a GPU stepping at ``gpu`` images/s fed by one pipeline option: CPU workers run beside
-    the GPU (the slower of the two sets the pace); augmentation on the device runs on the GPU between the steps
-    (their times add)."""
-    if option.startswith("device-augment"):
-        return 1.0 / (1.0 / gpu + 1.0 / pipe_rate)
-    return min(gpu, pipe_rate)
-
-
-def _proj_row(name, recipe, cell, pipe_rate, paper, over, calibrated, options=()):
-    gpu = cell.get("images_per_s")
-    row = {"run": name, "recipe": recipe, "epochs": paper["epochs"], "gpu_img_s": gpu, "pipeline_img_s": pipe_rate,
-           "bound": None, "epoch_s": None, "total_s": None, "calibrated": calibrated, "best_option": None,
-           "best_total_s": None}
-
-    def total(rate):  # eval: forward only, ~1/3 of a training step
-        return (paper["images"] / rate + paper["val"] / (3 * gpu)) * over * paper["epochs"]
-
-    if gpu:
-        rate = min(gpu, pipe_rate) if pipe_rate else gpu
-        row["bound"] = ("input pipeline (CPU)" if pipe_rate and pipe_rate < gpu else "GPU") + ("" if pipe_rate else "?")
-        row["total_s"] = total(rate)
-        row["epoch_s"] = row["total_s"] / paper["epochs"]
-        if options:
-            best, best_rate = max(((o, fed_rate(gpu, o, r)) for o, r in options), key=lambda t: t[1])
-            row["best_option"], row["best_total_s"] = best, total(best_rate)
-    return row
-
-
-def render(ctx: Ctx) -> str:
-    res = {name: read_json(ctx.path(name)) for name in STEPS if name != "render"}
-    have = {k: v for k, v in res.items() if v}
-    missing = [k for k in STEPS if k != "render" and not (res.get(k) or {}).get("complete")]
-    L = ["## GPU check (benchmarks/gpu_check.py)", ""]
-    label = "in a dry run on the CPU, tiny sizes: not GPU figures" if ctx.dry_run else "with CUDA"
-    env = (have.get("env") or {}).get("cells", {}).get("versions", {})
-    if env:
-        L += [f"Measured {label} on **{env.get('gpu', ctx.device)}**, torch {env.get('torch')}, CUDA "
-              f"{env.get('cuda')}, cuDNN {env.get('cudnn')}, timm {env.get('timm')}, {env.get('cpu_count')} CPU "
-              "cores. Regenerate with `python benchmarks/gpu_check.py` (docs/gpu.md).", ""]
-    if missing:
-        L += ["### GPU figures: not yet measured", "",
-              "No GPU run has produced these yet" + (" (this page was rendered on a machine without CUDA)"
-                                                    if not have else "") + "; the figures of these steps are **missing** "
-              "until `python benchmarks/gpu_check.py` runs on a CUDA machine (docs/gpu.md):", ""]
-        L += [f"- `{k}`: {STEPS[k][2]}" for k in missing]
-        L += [""]
-    if not have:  # nothing measured yet: the list above is the whole section
-        L += ["The commands, their time budgets and what each step measures: docs/gpu.md. These steps have never "
-              "run on a GPU yet."]
-        return "\n".join(L) + "\n"
-    # speed
-    for step, title in (("speed", "Speed ratios (eager; inference fused)"), ("speed-compile", "Speed ratios, torch.compile")):
-        cells = (have.get(step) or {}).get("cells", {})
-        L += [f"### {title}", "", "ME-NeSt-Ghost vs EfficientNet-V2 (timm) of the same size, bf16 autocast, "
-              "channels_last, 256x256, median ms per batch; ratio = ours / theirs (targets: inference <= 1.2, "
-              "training step <= 1.5).", "",
-              "| size | mode | batch | ME-NeSt-Ghost ms | EfficientNet-V2 ms | ratio | target met |", "|---|---|---|---|---|---|---|"]
-        keys = [f"{s}/{m}/b{b}" for s in SIZES for m in ("infer", "train") for b in (128, 256)]
-        keys += [k for k in cells if k not in keys]
-        for k in keys:
-            c = cells.get(k)
-            if c is None and step == "speed-compile" and not k.startswith(("s/", "m/")) or (
-                    c is None and step == "speed-compile" and k.endswith("b256")):
-                continue
-            s, m, b = k.split("/")
-            c = c or {}
-            if "error" in c or "not_run" in c:
-                L.append(f"| {s.upper()} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
-                continue
-            L.append(f"| {s.upper()} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
-                     f"{_fmt((c.get('theirs') or {}).get('median_ms'))} | {_fmt(c.get('ratio'), '.2f')} | "
-                     f"{'missing' if c.get('met') is None else ('yes' if c['met'] else '**no**')} |")
-        L.append("")
-    g = have.get("speed-ghostmix") or {}
-    L += ["### GhostMixNet training throughput vs the plain fp32 eager version", "",
-          "Batch 128, 32x32, one AdamW step; target >= 2.5x the plain eager fp32 network "
-          "(benchmarks/plain_ghostmixnet.py).", "", "| variant | ms per step | images/s |", "|---|---|---|"]
-    for k in ("plain_fp32_eager", "ours_fp32_eager", "ours_bf16_cl", "ours_bf16_cl_compiled"):
-        c = g.get("cells", {}).get(k, {})
-        L.append(f"| {k} | {_fmt(c.get('median_ms'))} | {_fmt(c.get('images_per_s'), ',.0f', c.get('error', 'missing'))} |")
-    sp = g.get("speedup")
-    L += ["", f"Speed-up of the best variant: **{_fmt(sp and sp['ratio'], '.2f')}x** "
-          f"({'target met' if sp and sp['met'] else 'target missed' if sp else 'missing'}).", ""]
-    # mixconv
-    mc = next(iter((have.get("mixconv") or {}).get("cells", {}).values()), None)
-    L += ["### MixConv implementation in training (ME-NeSt-Ghost-S step)", "",
-          "bf16, channels_last, 256x256, batch 128, every MixConv forced to one implementation "
-          "(ghostnest/layers/mixconv.py); `auto` trains with `split` on GPUs.", "",
-          "| implementation | ms per step | images/s | vs split |", "|---|---|---|---|"]
-    for impl in MIXCONV_TRAIN_IMPLS:
-        c = ((mc or {}).get("impls") or {}).get(impl, {})
-        L.append(f"| {impl} | {_fmt(c.get('median_ms'), '.1f', (mc or {}).get('error', 'missing'))} | "
-                 f"{_fmt(c.get('images_per_s'), ',.0f')} | {_fmt(c.get('vs_split'), '.2f')} |")
-    L.append("")
-    # training
-    t = (have.get("train") or {}).get("cells", {})
-    L += ["### Training on the GPU (recipes as written, fake data of the real shape)", "",
-          "| run | data | epoch seconds (1st, steady) | steady images/s | test top-1 |", "|---|---|---|---|---|"]
-    for k in ("ghostmixnet-cifar10", "menest-cifar100", "digits"):
-        c = t.get(k, {})
-        ep = c.get("epoch_s") or []
-        rate = c.get("train_images") / c["steady_epoch_s"] if c.get("train_images") and c.get("steady_epoch_s") else None
-        data = (c.get("overrides") or {}).get("dataset", "digits (real)")
-        L.append(f"| {k} | {data} | {', '.join(_fmt(e) for e in ep) or c.get('error', 'missing')} | "
-                 f"{_fmt(rate, ',.0f')} | {_fmt(c.get('test_top1'), '.2f')} |")
-    d = t.get("digits", {})
-    L += ["", f"Digits learning check (quickstart recipe on the GPU, test top-1 >= 90%): "
-          f"{'missing' if 'learned' not in d else ('passed' if d['learned'] else '**failed**')}.", ""]
-    # projection
-    L += ["### Projected wall time of the paper runs on this GPU", "",
-          "Per epoch: training images / min(GPU training images/s, input pipeline images/s) + validation, times the "
-          "overhead the real epochs above show over that estimate (data loading start-up, evaluation, logging). "
-          "Table 5: 47,500 training images at 256x256, batch 32, 100 epochs; GhostMixNet ablation: 50,000 at 32x32, "
-          "batch 128, 200 epochs.", "",
-          "The last two columns: the fastest measured way to feed the run (more workers, or `augment_on: device` with "
-          "its group size: its augmentation time then adds to the GPU's step time) and the whole run with it.", "",
-          "| run | epochs | GPU img/s | pipeline img/s | bound by | per epoch | whole run | fastest input | whole run "
-          "with it |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in projection(have):
-        L.append(f"| {r['run']} | {r['epochs']} | {_fmt(r['gpu_img_s'], ',.0f')} | {_fmt(r['pipeline_img_s'], ',.0f')} | "
-                 f"{r['bound'] or 'missing'} | {_hours(r['epoch_s']) if r['epoch_s'] else 'missing'} | "
-                 f"{_hours(r['total_s'])} | {r['best_option'] or 'missing'} | {_hours(r['best_total_s'])} |")
-    L.append("")
-    # pipeline
-    p = (have.get("pipeline") or {}).get("cells", {})
-    L += ["### Input pipeline alone (no model)", "", "| recipe / workers | images/s | median ms per batch |",
-          "|---|---|---|"]
-    for k, c in p.items():
-        L.append(f"| {k} | {_fmt(c.get('images_per_s'), ',.0f', c.get('error', 'missing'))} | "
-                 f"{_fmt(c.get('median_batch_ms'))} |")
-    if not p:
-        L.append("| missing | | |")
-    L.append("")
-    dd = (have.get("ddp") or {}).get("cells", {}).get("sigterm_resume")
-    L += ["### Distributed: torchrun --nproc_per_node 1, nccl, sync_bn", ""]
-    if dd:
-        L.append(f"SIGTERM stopped the run at {dd.get('stopped_at')}; resumed under torchrun; final weights "
-                 f"{'identical to' if dd.get('exact') else 'differ from'} the uninterrupted run's (max |diff| "
-                 f"{_fmt(dd.get('max_abs_weight_diff'), '.3g')}); metrics equal: {dd.get('metrics_equal')}."
-                 + (f" Error: {dd.get('error') or dd.get('stderr', '')[-300:]}" if not dd.get("ok") else ""))
-    else:
-        L.append("missing")
-    L.append("")
-    pr = (have.get("profile") or {}).get("cells", {})
-    L += ["### Profile: top kernels", ""]
-    for k, c in pr.items():
-        top = c.get("top") or []
-        L.append(f"- `{k}`: " + ("; ".join(f"{e['name'][:60]} {e['self_ms']:.2f} ms ({e['share']:.0%})"
-                                          for e in top[:6]) or c.get("error", "missing")))
-    if not pr:
-        L.append("missing")
-    return "\n".join(L) + "\n"
-
-
-def summary(ctx: Ctx) -> str:
-    rows = []
-    for name, (_, budget, _what) in STEPS.items():
-        if name == "render":
-            continue
-        d = read_json(ctx.path(name))
-        state = "missing" if not d else ("done" if d.get("complete") else "partial")
-        errors = sum(1 for c in (d or {}).get("cells", {}).values() if "error" in c)
-        verdict = ""
-        if d:
-            if name.startswith("speed") and name != "speed-ghostmix":
-                met = [c.get("met") for c in d["cells"].values() if "met" in c]
-                verdict = f"{sum(bool(m) for m in met)}/{len(met)} cells meet target"
-            elif name == "speed-ghostmix" and d.get("speedup"):
-                verdict = f"{d['speedup']['ratio']:.2f}x plain (target 2.5x)"
-            elif name == "tests":
-                c = d["cells"].get("pytest", {})
-                verdict = f"rc {c.get('rc')} {c.get('counts')}"
-            elif name == "mixconv":
-                c = next(iter(d["cells"].values()), {})
-                verdict = f"fastest: {c.get('fastest', c.get('error'))}"
-            elif name == "ddp":
-                c = d["cells"].get("sigterm_resume", {})
-                verdict = "exact resume" if c.get("exact") else f"not exact: {c.get('error') or c.get('stopped_at')}"
-            elif name == "train":
-                verdict = f"digits learned: {d['cells'].get('digits', {}).get('learned')}"
-        rows.append((name, state, f"{d.get('elapsed_s', 0):.0f}s" if d else "-", f"{budget / 60:.1f}", errors, verdict))
-    out = [f"{'step':<15} {'state':<8} {'took':>6} {'budget min':>10} {'errors':>6}  result"]
-    out += [f"{n:<15} {s:<8} {t:>6} {b:>10} {e:>6}  {v}" for n, s, t, b, e, v in rows]
-    return "\n".join(out)
-
-
 def step_render(ctx: Ctx, rec: Record | None = None) -> None:
+    """docs/benchmarks.md's GPU section (:func:`gpu_page.render`) and the summary table, from the results files."""
     from ghostnest.fileio import write_marked_block
 
-    write_marked_block(ctx.doc, "gpu", render(ctx))
-    say(summary(ctx))
-    missing = [k for k in STEPS if k != "render" and not (read_json(ctx.path(k)) or {}).get("complete")]
+    descriptions = {name: what for name, (_, _, what) in STEPS.items() if name != "render"}
+    write_marked_block(ctx.doc, "gpu", render(ctx, descriptions))
+    say(summary(ctx, {name: budget for name, (_, budget, _) in STEPS.items() if name != "render"}))
+    missing = [k for k in descriptions if not (read_json(ctx.path(k)) or {}).get("complete")]
     say(f"wrote the GPU section of {ctx.doc}" + (f"; missing: {', '.join(missing)}" if missing else "; complete"))
 
 
@@ -906,22 +532,6 @@ def share(ctx: Ctx, name: str, todo: list[str]) -> float:
     if ctx.deadline is None:
         return own
     return max(0.0, min(own, ctx.left() * own / sum(STEPS[n][1] for n in todo)))
-
-
-def pack(ctx: Ctx, dest: Path) -> int:
-    """Every ``<prefix>-*.json`` results file into one gzipped tar at ``dest``, flat (untar into
-    benchmarks/results/), written atomically; the number of files packed."""
-    from ghostnest.fileio import atomic_path
-
-    files = sorted(ctx.results.glob(f"{ctx.prefix}-*.json"))
-    with atomic_path(dest) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for f in files:
-            tar.add(f, arcname=f.name)
-    return len(files)
-
-
-def _on_alarm(_signum, _frame):
-    raise Deadline()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -976,17 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     else:
         torch.backends.cudnn.benchmark = True
-    if deadline is not None:
-        old_alarm = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, args.within * 60 + GRACE_S)
     try:
-        run_steps(ctx, steps, args.force)
+        with deadline_alarm(None if deadline is None else args.within * 60 + GRACE_S):
+            run_steps(ctx, steps, args.force)
     except Deadline:  # between two cells: every finished cell is saved already
         say(f"stopped: the --within time and its {GRACE_S} s of grace are spent")
     finally:
-        if deadline is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_alarm)
         if args.pack:
             say(f"packed {pack(ctx, args.pack)} results file(s) into {args.pack}")
     return 0
