@@ -67,6 +67,10 @@ def _rank_worker(rank: int, out: str, port: int) -> None:
             train(config(), Path(out) / name, device="cpu", progress=False)
             if rank == 1:  # (rank 0 ends by loading best.safetensors for the test set; its last.* are on disk)
                 torch.save(built[-1].state_dict(), Path(out) / f"{name}-rank{rank}.pt")
+        # gradient accumulation (no_sync until the last micro-batch) and a weight EMA on every rank
+        _capture_models(True)
+        train(config(accum_steps=2, ema_decay=0.9), Path(out) / "options", device="cpu", progress=False)
+        _capture_models(False)
         # quantization-aware training: every rank on rank 0's activation ranges (DDP broadcasts the observers'
         # buffers), so a resumed run repeats the uninterrupted one
         train(config(qat=True), Path(out) / "qat", device="cpu", progress=False)
@@ -128,6 +132,21 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(two_ranks, tmp_p
         assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-5), key
     res = json.loads((two_ranks / "exact" / "results.json").read_text())
     assert res["world_size"] == 2 and res["global_batch"] == 16
+
+
+def test_accumulation_and_ema_on_two_ranks_equal_one_process(two_ranks, tmp_path, monkeypatch):
+    """2 ranks x 2 micro-batches of 4 (gradients all-reduced once per step) train as 1 process x one batch of 16,
+    and the EMA every rank keeps is the one-process EMA."""
+    monkeypatch.setattr(trainer, "create_recipe_model", lambda *a, **k: group_norm_instead_of_batch_norm(CREATE_MODEL(*a, **k)))
+    train(config(ema_decay=0.9), tmp_path / "one", device="cpu", progress=False)
+    a = torch.load(tmp_path / "one" / "last.state.pt", weights_only=True)
+    b = torch.load(two_ranks / "options" / "last.state.pt", weights_only=True)
+    for key in ("model", "ema"):
+        diff = max((a[key][k] - b[key][k]).abs().max().item() for k in a[key])
+        assert diff < 1e-5, (key, diff)
+    for key in ("train_loss", "val_top1", "ema_val_loss", "ema_val_top1"):
+        assert [float(r[key]) for r in rows(two_ranks / "options")] == pytest.approx(
+            [float(r[key]) for r in rows(tmp_path / "one")], rel=1e-5), key
 
 
 def test_batchnorm_replicas_stay_identical(two_ranks):

@@ -179,7 +179,7 @@ def test_all_options_resume_exactly_from_inside_an_epoch(tmp_path, monkeypatch, 
 
     def crash(*a):
         calls["n"] += 1
-        if calls["n"] == 6:  # epoch 1 (in warmup), step 3, first micro-batch: after the step-2 checkpoint
+        if calls["n"] == 6:  # epoch 1 (in warmup), step 3, its 2nd micro-batch: after the step-2 checkpoint
             raise Stop
         return real(*a)
 
@@ -195,6 +195,29 @@ def test_all_options_resume_exactly_from_inside_an_epoch(tmp_path, monkeypatch, 
     b = torch.load(tmp_path / "part" / "last.state.pt", weights_only=True)
     for key in ("model", "ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_a_stop_signal_between_micro_batches_saves_after_the_step_and_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    cfg = config(accum_steps=4, ema_decay=0.9)
+    train(cfg, tmp_path / "full", device="cpu", progress=False)
+    real, calls = engine.loss_fn, {"n": 0}
+
+    def signalled(*a):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 1, step 2, its 2nd of 4 micro-batches: as if the job were preempted here
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a)
+
+    monkeypatch.setattr(engine, "loss_fn", signalled)
+    stopped = train(cfg, tmp_path / "part", device="cpu", progress=False)
+    assert stopped["signal"] == "SIGTERM" and stopped["step"] == 2  # the step's accumulation finished first
+    assert calls["n"] == 8
+    monkeypatch.setattr(engine, "loss_fn", real)
+    train(None, resume=tmp_path / "part", device="cpu", progress=False)
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
 
 
 def test_paper_recipes_switch_every_option_off():

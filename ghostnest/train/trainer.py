@@ -222,13 +222,14 @@ QAT_LR_FACTOR = 0.1
 def qat_config(run: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """The configuration of ``ghostnest train --qat RUN``: ``RUN``'s own (recipe, data, augmentation, model) starting
     from its best weights with fake int8 quantization, for :data:`QAT_EPOCHS` epochs at :data:`QAT_LR_FACTOR`
-    times its learning rate; ``overrides`` (``KEY=VALUE``) apply last."""
+    times its learning rate, without a weight EMA (which QAT does not take); ``overrides`` (``KEY=VALUE``) apply
+    last."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run} is not a ghostnest run directory (no config.yaml); --qat fine-tunes a "
                                 "trained run")
     base = read_run_config(run)
-    data = {**config_to_dict(base), "init_from": str(resolve_checkpoint_path(run)), "qat": True,
+    data = {**config_to_dict(base), "init_from": str(resolve_checkpoint_path(run)), "qat": True, "ema_decay": None,
             "epochs": QAT_EPOCHS, "lr": base.lr * QAT_LR_FACTOR,
             "description": f"quantization-aware fine-tuning of {run}"}
     return resolve_config(data, list(overrides))
