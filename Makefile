@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 # make gpu-check [STEP="env tests"]: verify and measure everything on the CUDA GPU present (docs/gpu.md), in
 # resumable steps; writes benchmarks/results/cuda-*.json and the GPU section of docs/benchmarks.md. Needs a
-# Python with ghostnest importable (GPU_PYTHON); it does not install anything (a lent GPU machine is offline).
+# Python with ghostnest importable (GPU_PYTHON); it does not install anything (the machine of a short GPU run is offline).
 GPU_PYTHON ?= $(BIN)/python
 .PHONY: gpu-check
 gpu-check:

@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # cell_records
+
+from cell_records import Ctx, Record, write_json  # noqa: E402
 
 from ghostnest.bench import bench_models, environment  # noqa: E402
 from ghostnest.registry import list_models  # noqa: E402
@@ -118,16 +121,6 @@ def _git_state() -> dict:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
-def _free(device: str) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-
-
 def run(args, results_dir: Path = RESULTS_DIR) -> Path:
     from ghostnest.devices import resolve_device
 
@@ -148,40 +141,34 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
         stamp = old.get("env", {}).get("date_utc", "unknown").replace(" UTC", "").replace(" ", "T").replace(":", "")
         (results_dir / "history").mkdir(parents=True, exist_ok=True)
         out.replace(results_dir / "history" / f"{key}-{stamp}.json")
-    record = {"key": key, "device": device, "dtype": args.dtype, "channels_last": args.channels_last,
-              "fused_inference": not args.no_fuse,
-              "quick": args.quick, "env": {**environment(device), **_git_state()}, "cells": []}
+    # one results file, rewritten atomically after every cell (cell_records.Record, as gpu_check's steps)
+    ctx = Ctx(device, False, results_dir, DOC, force=True, prefix=key)
+    rec = Record(ctx, key, budget_s=args.budget_min * 60, path=out, fresh=True)
+    record = rec.data
+    record.update(key=key, device=device, dtype=args.dtype, channels_last=args.channels_last,
+                  fused_inference=not args.no_fuse, quick=args.quick, env={**environment(device), **_git_state()})
     start = time.time()
-    for cell in cells:
-        if "skipped" not in cell and time.time() - start > args.budget_min * 60:
-            cell["skipped"] = f"time budget of {args.budget_min:g} min used up before this cell"
-        if "skipped" in cell:
-            print(f"[skip] {cell['id']}: {cell['skipped']}", flush=True)
-            record["cells"].append(cell)
-            continue
-        t0 = time.time()
+
+    def measure(cell: dict) -> dict:
         print(f"[{time.time() - start:6.0f}s] {cell['id']}: {' vs '.join(cell['models'])}", flush=True)
-        num_classes = 10 if cell["family"] == "ghostmixnet" else 100
-        try:
-            rows = bench_models(
-                cell["models"], input_size=cell["input"], batch=cell["batch"], mode=cell["mode"], device=device,
-                dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, repeats=cell["repeats"],
-                warmup=args.warmup, num_classes=num_classes, threads=args.threads,
-                fuse=cell["mode"] == "infer" and not args.no_fuse,  # as `ghostnest bench`: fastest inference path
-            )
-        except (ValueError, RuntimeError) as exc:  # e.g. out of memory: record it, go on with the other cells
-            cell["skipped"] = f"failed: {str(exc).strip().splitlines()[0][:200]}"
-            _free(device)
-            print(f"    {cell['skipped']}", flush=True)
-            record["cells"].append(cell)
-            continue
-        cell["rows"] = rows
-        cell["seconds"] = round(time.time() - t0, 1)
-        record["cells"].append(cell)
+        rows = bench_models(
+            cell["models"], input_size=cell["input"], batch=cell["batch"], mode=cell["mode"], device=device,
+            dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, repeats=cell["repeats"],
+            warmup=args.warmup, num_classes=10 if cell["family"] == "ghostmixnet" else 100, threads=args.threads,
+            fuse=cell["mode"] == "infer" and not args.no_fuse,  # as `ghostnest bench`: fastest inference path
+        )
         for r in rows:
             print(f"    {r['name']:<22} median {r['median_ms']:9.1f} ms  x{r['ratio_to_first']:.2f}", flush=True)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))  # after every cell: an interrupted run keeps what it measured
+        return {**cell, "rows": rows}
+
+    for cell in cells:
+        if "skipped" in cell:
+            print(f"[skip] {cell['id']}: {cell['skipped']}", flush=True)
+            rec.put(cell["id"], cell)
+            continue
+        # errors such as out of memory are recorded and the other cells go on; a spent budget skips the rest
+        rec.cell(cell["id"], lambda c=cell: measure(c), errors=(ValueError, RuntimeError))
+    record["cells"] = [_as_listed(cell, record["cells"][cell["id"]], args.budget_min) for cell in cells]
     if not args.no_data and not args.only:
         import os
 
@@ -203,10 +190,30 @@ def run(args, results_dir: Path = RESULTS_DIR) -> Path:
             record["data"].append(row)
             print(f"    {row.get('images_per_s', 0):.1f} images/s", flush=True)
     record["total_seconds"] = round(time.time() - start, 1)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    record["complete"] = True
+    write_json(out, record)
     print(f"wrote {out} in {record['total_seconds']:.0f} s", flush=True)
     return out
+
+
+def _as_listed(cell: dict, value: dict, budget_min: float) -> dict:
+    """A planned cell with what :class:`Record` recorded for it, in the results file's layout: ``rows`` and
+    ``seconds``, or ``skipped`` saying why (the time budget, or the error)."""
+    if "not_run" in value:
+        return {**cell, "skipped": f"time budget of {budget_min:g} min used up before this cell"}
+    if "error" in value:
+        return {**cell, "skipped": f"failed: {value['error'].split(': ', 1)[-1][:200]}"}
+    out = {k: v for k, v in value.items() if k != "cell_s"}
+    return {**out, "seconds": value["cell_s"]} if "cell_s" in value else out
+
+
+def _listed_cells(record: dict) -> list[dict]:
+    """The cells of a results file as a list: a finished run's file lists them; a run stopped in the middle left
+    them keyed by id (:class:`Record`'s layout while it runs), of which the measured and skipped ones are read."""
+    cells = record["cells"]
+    if isinstance(cells, dict):
+        return [{"id": k, **v} for k, v in cells.items() if "mode" in v]
+    return cells
 
 
 # ------------------------------------------------------------------------------------------------- rendering
@@ -553,6 +560,8 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
     # this script's own results only: the folder also holds gpu_check.py's cuda-<step>.json, int8.py's, ...
     records = [r for r in records if {"key", "device", "cells"} <= set(r)]
+    for rec in records:
+        rec["cells"] = _listed_cells(rec)
     records.sort(key=lambda r: (r["device"] != "cpu", r["key"]))
     for rec in records:  # results saved before min_ratio_to_first existed
         for cell in rec["cells"]:
@@ -566,8 +575,9 @@ def render(results_dir: Path = RESULTS_DIR, doc: Path = DOC, img_dir: Path = IMG
     L += _closing(records, chart, doc)
     L += _marked_blocks(doc)
     L.append("")
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(L))
+    from ghostnest.fileio import atomic_write_text
+
+    atomic_write_text(doc, "\n".join(L))
     return doc
 
 

@@ -196,7 +196,8 @@ def add_train_parser(sub) -> None:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from .train.config import config_to_dict, list_recipes, recipe_model_options, resolve_config
+    from .train.config import config_to_dict, list_recipes, resolve_config
+    from .train.model import recipe_model_options
 
     if args.action is None:
         recipes = list_recipes()
@@ -315,7 +316,7 @@ def add_predict_parser(sub) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    batch = args.batch if args.batch == "dynamic" else _positive_int(args.batch, "--batch")
+    batch = int(args.batch) if args.batch.isdigit() else args.batch  # export() checks it: "dynamic" or >= 1
     if args.calib_images is not None and args.calib_images < 1:
         raise ValueError(f"--calib-images {args.calib_images} must be a positive number of images")
     path = export(args.source, args.format, args.out, args.input, batch, fuse=args.fuse, int8=args.int8,
@@ -332,16 +333,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {path} ({args.format}, batch {batch})")
     return 0
-
-
-def _positive_int(text: str, flag: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{flag} {text!r} must be 'dynamic' or a positive integer")
-    return value
 
 
 def add_export_parser(sub) -> None:
@@ -365,7 +356,7 @@ def add_export_parser(sub) -> None:
                    help="activation range calibration (default minmax)")
     g.add_argument("--float-layers", default=None, metavar="GROUPS",
                    help="layer groups kept in float, comma-separated from se, classifier, attention, mish, or "
-                   "'none' (default: classifier)")
+                   "'none' (default: classifier,mish)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="data folder holding the run's data set (default: the run's, $GHOSTNEST_DATA or ./data)")
     p.set_defaults(func=_cmd_export)

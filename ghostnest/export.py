@@ -1,10 +1,13 @@
-"""Export a model out of Python training code: ONNX (fp32, or int8 via :mod:`ghostnest.quantize`), ``torch.export``
-and safetensors, each checked on reload.
+"""Export a model out of Python training code: ONNX (fp32, or int8 through :mod:`ghostnest.quantize`),
+``torch.export`` and safetensors, each checked on reload.
 
 Every exported file carries the metadata a runtime needs to use it without this package: model name, class names,
 input size and the normalisation (mean, std). ONNX keeps it in the model's ``metadata_props``, ``torch.export``
 in an extra file inside the archive, safetensors in its header. Files are written atomically: a failed export
 leaves no partial file behind.
+
+Imports run one way: this module drives :mod:`ghostnest.quantize` (which never imports it back); the metadata key,
+its reader and :class:`OnnxClassifier` belong to :mod:`ghostnest.modelfile` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ import torch
 from torch import nn
 
 from .fileio import atomic_path
+from .modelfile import METADATA_KEY, OnnxClassifier, read_metadata, set_onnx_metadata
+
+__all__ = ["FORMATS", "METADATA_KEY", "OnnxClassifier", "export", "export_int8", "export_model", "load_for_export",
+           "read_metadata"]
 
 FORMATS = ("onnx", "torch-export", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}
-METADATA_KEY = "ghostnest"  # metadata is one JSON document under this key in every format
 ONNX_OPSET = 18
 
 
@@ -29,11 +34,15 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unsupported export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def _check_batch(batch: int | str) -> None:
+    if batch != "dynamic" and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch={batch!r} must be 'dynamic' or a positive integer")
+
+
 def _example_input(batch: int | str, input_size: int, in_chans: int = 3) -> tuple[torch.Tensor, int | None]:
+    _check_batch(batch)
     if batch == "dynamic":
         return torch.randn(2, in_chans, input_size, input_size), None
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch={batch!r} must be 'dynamic' or a positive integer")
     return torch.randn(batch, in_chans, input_size, input_size), batch
 
 
@@ -85,90 +94,10 @@ def export_model(
     proto = program.model_proto
     rewrite_mish(proto)  # onnxruntime's own Mish runs through its slow Softplus kernel
     onnx.checker.check_model(proto)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, meta_json
+    set_onnx_metadata(proto, meta_json)
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
     return out
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The metadata embedded by :func:`export_model` in an ONNX, ``.pt2`` or safetensors file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            raw = props[METADATA_KEY]
-        elif path.suffix == ".pt2":
-            extra = {METADATA_KEY: ""}
-            torch.export.load(str(path), extra_files=extra)
-            raw = extra[METADATA_KEY]
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                raw = (f.metadata() or {})[METADATA_KEY]
-        return json.loads(raw)
-    except KeyError:
-        raise ValueError(f"{path} has no ghostnest metadata; export it with `ghostnest export`") from None
-    except Exception as exc:  # protobuf, zip and JSON decoders each raise their own error types
-        raise ValueError(f"{path} is not a readable exported model ({exc.__class__.__name__}: {exc})") from None
-
-
-class OnnxClassifier:
-    """An exported ONNX classifier (fp32 or int8) run by onnxruntime on the CPU: ``logits = OnnxClassifier(path)(x)``.
-
-    A corrupt file, one without ghostnest metadata or one onnxruntime cannot load is a ``ValueError``. A file
-    exported with a fixed batch size takes any number of images (split and padded to its batch).
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        self.metadata = read_metadata(path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unloadable graphs
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ValueError(f"{path}: onnxruntime cannot load it ({first})") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-
-    @property
-    def int8(self) -> bool:
-        """Whether this is an int8 (``ghostnest export --int8``) file."""
-        return "int8" in self.metadata
-
-    def eval(self) -> OnnxClassifier:  # the evaluation loop calls model.eval(); inference only, nothing to switch
-        return self
-
-    def _run(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().float().contiguous().cpu().numpy()
-        b = self.fixed_batch
-        if b is None or len(x) == b:
-            return torch.from_numpy(self._run(x))
-        import numpy as np
-
-        outs = []
-        for i in range(0, len(x), b):
-            chunk = x[i:i + b]
-            pad = b - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(self._run(chunk)[:b - pad])
-        return torch.from_numpy(np.concatenate(outs))
 
 
 def load_for_export(source: str | Path, input_size: int | None = None) -> tuple[nn.Module, dict]:
@@ -224,20 +153,19 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     onnxruntime in an ONNX file, for PyTorch otherwise), with PyTorch's own Mish so the graph stays standard
     operators. Every ONNX file computes Mish by the exact formula of :func:`ghostnest.onnx_graph.rewrite_mish`.
 
-    With ``int8`` (ONNX only), a post-training statically quantized file (:func:`ghostnest.quantize.export_int8`):
+    With ``int8`` (ONNX only), a post-training statically quantized file (:func:`export_int8`):
     fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
     groups ``float_layers`` kept in float."""
     _check_format(fmt)
+    _check_batch(batch)
     if input_size is not None and input_size < 1:
         raise ValueError(f"--input {input_size} must be a positive image size in pixels (or leave it out for the "
                          "checkpoint's own size)")
     if int8:
         if fmt != "onnx":
             raise ValueError(f"--int8 writes a quantized ONNX file; use --format onnx (not {fmt})")
-        from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, export_int8
-
-        return export_int8(source, out, input_size, batch, calib_images=calib_images or DEFAULT_CALIB_IMAGES,
-                           method=calib_method or DEFAULT_CALIB_METHOD, float_layers=float_layers, data_dir=data_dir)
+        return export_int8(source, out, input_size, batch, calib_images=calib_images, method=calib_method,
+                           float_layers=float_layers, data_dir=data_dir)
     if calib_images is not None or calib_method is not None or float_layers is not None:
         raise ValueError("--calib-images, --calib-method and --float-layers apply to --int8 exports only")
     model, meta = load_for_export(source, input_size)
@@ -247,3 +175,29 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
         model = fuse_model(model, fast_mish=False, runtime="onnxruntime" if fmt == "onnx" else "torch")
         meta["fused"] = True
     return export_model(model, fmt, out, int(meta.pop("input_size")), meta, batch)
+
+
+def export_int8(source: str | Path, out: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
+                calib_images: int | None = None, method: str | None = None,
+                float_layers: str | list[str] | None = None, data_dir: str | None = None) -> Path:
+    """``ghostnest export SOURCE --format onnx --int8``: fuse, export fp32 ONNX, calibrate on the run's training
+    split and quantize (:mod:`ghostnest.quantize`); write ``out`` atomically (nothing is written if any step
+    fails). ``None`` takes the default calibration size, method and float layers."""
+    import tempfile
+
+    from .fuse import fuse
+    from .quantize import calibration_images, check_method, int8_metadata, parse_float_layers, quantize_onnx
+    from .train.checkpoint import resolve_checkpoint_path
+
+    float_layers = parse_float_layers(float_layers)
+    method = check_method(method)
+    model, meta = load_for_export(source, input_size)
+    run_dir = resolve_checkpoint_path(source).parent if Path(source).exists() else None
+    calib, facts = calibration_images(meta, run_dir, calib_images, data_dir)
+    model = fuse(model, fast_mish=False, runtime="onnxruntime")
+    meta["fused"] = True
+    size = int(meta.pop("input_size"))
+    meta["int8"] = int8_metadata(facts, method, float_layers)
+    with tempfile.TemporaryDirectory(prefix="ghostnest-int8-") as tmp:
+        fp32 = export_model(model, "onnx", Path(tmp) / "fp32.onnx", size, meta, batch)
+        return quantize_onnx(fp32, out, calib, method=method, float_layers=float_layers)

@@ -2,12 +2,14 @@
 
 Write to a temporary file in the same folder, flush and fsync it, then ``os.replace`` it over the target (atomic
 on POSIX and Windows). If anything fails before the rename, the temporary file is removed and the target is
-untouched.
+untouched. A failure of the file system itself (full, read-only, no permission) is a :class:`WriteError` that names
+the file, whichever library was writing it.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +18,38 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+class WriteError(OSError):
+    """Writing a file failed for a reason of the file system (no space left, read-only, no permission, a file size
+    limit): ``errno``, ``strerror`` and ``filename`` say which. The file's previous version is intact."""
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``: ``exc`` itself, one it was raised from or during (a writer that
+    wraps it, as ``torch.save`` does), or the ``(os error N)`` that safetensors' writer names in its message."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        match = re.search(r"\(os error (\d+)\)", str(seen))
+        if match:
+            code = int(match.group(1))
+            return OSError(code, os.strerror(code))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it vanishes."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it vanishes.
+
+    A failure of the file system (the disk is full, a read-only mount, no permission) is a :class:`WriteError`
+    naming ``path``, whatever writer met it; other errors pass unchanged."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -36,8 +64,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+    except WriteError:
+        raise
+    except Exception as exc:
+        cause = os_error_of(exc)
+        if cause is None:
+            raise
+        raise WriteError(cause.errno, cause.strerror or str(cause), str(path)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

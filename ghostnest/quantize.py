@@ -26,21 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import METADATA_KEY, export_model, load_for_export, read_metadata
 from .fileio import atomic_path
+from .modelfile import METADATA_KEY, set_onnx_metadata
 from .onnx_graph import rewrite_for_int8, unshare_initializers
+from .train.qat import REDUCE_RANGE, WEIGHT_QMAX
 
 # Layer groups that may be kept in float; each maps an ONNX node of the exported graph by the PyTorch module it came
 # from (the exporter's ``namespace`` metadata) or by its operator.
 LAYER_GROUPS = ("se", "classifier", "attention", "mish")
 DEFAULT_FLOAT_LAYERS: tuple[str, ...] = ("classifier", "mish")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-# Weights quantized to [-64, 64] (onnxruntime's reduce_range) instead of [-127, 127]: onnxruntime's u8s8 kernels on
-# x86 CPUs without VNNI (AVX2, plain AVX-512) sum pairs of uint8 x int8 products in int16 (vpmaddubsw), which
-# saturates once 2 x 255 x |w| passes 32,767; a file may be exported on one CPU and run on another, so every file
-# is written for the CPUs that saturate. The quantization-aware fine-tuning (ghostnest.qat) rounds to the same grid.
-REDUCE_RANGE = True
-WEIGHT_QMAX = 64 if REDUCE_RANGE else 127
 DEFAULT_CALIB_IMAGES = 512
 DEFAULT_CALIB_METHOD = "minmax"
 CALIB_BATCH = 32
@@ -104,11 +99,13 @@ def training_split(meta: dict, run_dir: Path | None, data_dir: str | None = None
     return data, split_train_val(cfg, data)[0] if cfg is not None else data.train
 
 
-def calibration_images(meta: dict, run_dir: Path | None, n: int, data_dir: str | None = None,
+def calibration_images(meta: dict, run_dir: Path | None, n: int | None, data_dir: str | None = None,
                        seed: int = CALIB_SEED) -> tuple[torch.Tensor, dict]:
-    """``n`` preprocessed images drawn (seeded) from the run's training split, and the facts to record."""
+    """``n`` preprocessed images (``None``: :data:`DEFAULT_CALIB_IMAGES`) drawn (seeded) from the run's training
+    split, and the facts to record."""
     from .train.evaluate import eval_preprocess
 
+    n = DEFAULT_CALIB_IMAGES if n is None else n
     if n < 1:
         raise ValueError(f"--calib-images {n} must be a positive number of images")
     data, train = training_split(meta, run_dir, data_dir)
@@ -149,8 +146,7 @@ def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, met
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    check_method(method)
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     float_layers = tuple(float_layers)
@@ -192,40 +188,30 @@ def quantize_onnx(fp32: str | Path, out: str | Path, calib: torch.Tensor, *, met
         qmodel = onnx.load(str(q))
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
         del qmodel.metadata_props[:]
-        for key, value in props.items():
-            entry = qmodel.metadata_props.add()
-            entry.key, entry.value = key, value
+        if METADATA_KEY in props:
+            set_onnx_metadata(qmodel, props[METADATA_KEY])
         with atomic_path(out) as tmp_out:
             onnx.save(qmodel, str(tmp_out))
     return out
 
 
-def export_int8(source: str | Path, out: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
-                calib_images: int = DEFAULT_CALIB_IMAGES, method: str = DEFAULT_CALIB_METHOD,
-                float_layers: Iterable[str] | None = None, data_dir: str | None = None) -> Path:
-    """``ghostnest export SOURCE --format onnx --int8``: fuse, export fp32 ONNX, calibrate on the run's training
-    split, quantize; write ``out`` atomically (nothing is written if any step fails)."""
-    from .fuse import fuse
-    from .train.checkpoint import resolve_checkpoint_path
-
-    float_layers = parse_float_layers(float_layers)
+def check_method(method: str | None) -> str:
+    """A calibration method of :data:`CALIBRATION_METHODS` (``None``: :data:`DEFAULT_CALIB_METHOD`)."""
+    method = DEFAULT_CALIB_METHOD if method is None else method
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
-    model, meta = load_for_export(source, input_size)
-    run_dir = resolve_checkpoint_path(source).parent if Path(source).exists() else None
-    calib, facts = calibration_images(meta, run_dir, calib_images, data_dir)
-    model = fuse(model, fast_mish=False, runtime="onnxruntime")
-    meta["fused"] = True
-    size = int(meta.pop("input_size"))
-    meta["int8"] = {
+    return method
+
+
+def int8_metadata(facts: dict, method: str, float_layers: Iterable[str]) -> dict:
+    """The ``int8`` entry an int8 file's metadata adds to the fp32 export's: the scheme, the calibration facts
+    (:func:`calibration_images`), the float layer groups and the quantizer's version."""
+    return {
         "format": "QDQ", "weights": f"int8 per-channel symmetric, [-{WEIGHT_QMAX}, {WEIGHT_QMAX}]",
         "activations": "uint8 per-tensor",
         "calibration": {**facts, "method": method, "preprocessing": "the run's eval preprocessing"},
         "float_layers": list(float_layers), "quantizer": _quantizer_version(),
     }
-    with tempfile.TemporaryDirectory(prefix="ghostnest-int8-") as tmp:
-        fp32 = export_model(model, "onnx", Path(tmp) / "fp32.onnx", size, meta, batch)
-        return quantize_onnx(fp32, out, calib, method=method, float_layers=float_layers)
 
 
 def _quantizer_version() -> str:
@@ -234,11 +220,6 @@ def _quantizer_version() -> str:
     return f"onnxruntime {onnxruntime.__version__}"
 
 
-def is_int8(path: str | Path) -> bool:
-    """Whether an exported ONNX file is an int8 (``--int8``) export."""
-    return "int8" in read_metadata(path)
-
-
-__all__ = ["export_int8", "quantize_onnx", "calibration_images", "parse_float_layers", "node_groups", "LAYER_GROUPS",
-           "DEFAULT_FLOAT_LAYERS", "DEFAULT_CALIB_IMAGES", "METADATA_KEY", "is_int8", "rewrite_for_int8",
-           "nodes_in_groups"]
+__all__ = ["quantize_onnx", "calibration_images", "check_method", "int8_metadata", "parse_float_layers",
+           "node_groups", "nodes_in_groups", "rewrite_for_int8", "LAYER_GROUPS", "DEFAULT_FLOAT_LAYERS",
+           "DEFAULT_CALIB_IMAGES", "REDUCE_RANGE", "WEIGHT_QMAX"]

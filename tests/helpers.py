@@ -30,3 +30,16 @@ def calibrate_bn(model: torch.nn.Module, size: int, batches: int = 2, batch: int
             x = torch.randn(batch, 3, size, size, generator=gen)
             model(x * (0.5 + torch.rand(batch, 1, 1, 1, generator=gen)) + torch.randn(batch, 3, 1, 1, generator=gen))
     return model.eval()
+
+
+def group_norm_instead_of_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """Per-sample normalisation: a model whose gradient on a batch is exactly the mean of its halves' gradients.
+
+    BatchNorm's batch statistics make a rank's half batch differ from the whole one (SyncBatchNorm fixes that, but
+    PyTorch runs it on GPUs only), so the CPU equivalence test swaps it for GroupNorm(1, C)."""
+    for name, child in model.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(model, name, torch.nn.GroupNorm(1, child.num_features))
+        else:
+            group_norm_instead_of_batch_norm(child)
+    return model

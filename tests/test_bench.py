@@ -258,3 +258,32 @@ def test_bench_command_refuses_mixed_benchmarks_in_one_line(argv, message, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_benchmark_script_records_each_cell_through_the_shared_record(tmp_path, monkeypatch):
+    """run_benchmarks.py's loop is cell_records.Record's (as gpu_check's steps): a cell that fails is recorded as
+    skipped with its one-line error and the others go on; a spent budget skips the rest; the file is whole."""
+    mod = load_benchmark_script("run_benchmarks")
+    calls = []
+
+    def fake_bench(models, **kw):
+        calls.append(models)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nmore lines")
+        return [dict(name=m, median_ms=10.0 * (i + 1), ratio_to_first=float(i + 1)) for i, m in enumerate(models)]
+
+    monkeypatch.setattr(mod, "bench_models", fake_bench)
+    monkeypatch.setattr(mod, "environment", lambda device: {"date_utc": "2026-12-01 00:00 UTC"})
+    args = mod.argparse.Namespace(device="cpu", threads=1, quick=True, batch=None, only=["-ghostmixnet-"],
+                                  dtype="fp32", channels_last=False, no_fuse=False, compile=False, warmup=1,
+                                  budget_min=60.0, no_data=True)
+    out = mod.run(args, tmp_path)
+    record = json.loads(out.read_text())
+    assert [c["id"] for c in record["cells"]] == ["infer-ghostmixnet-32-b32", "train-ghostmixnet-32-b32"]
+    first, second = record["cells"]
+    assert [r["name"] for r in first["rows"]][0] == "efficientnetv2_s" and first["seconds"] >= 0
+    assert second["skipped"] == "failed: CUDA out of memory. Tried to allocate 2 GiB" and "rows" not in second
+    assert not list(tmp_path.glob(".*.tmp*"))
+    args.budget_min = -1.0  # spent before the first cell
+    record = json.loads(mod.run(args, tmp_path).read_text())
+    assert all(c["skipped"].startswith("time budget of -1 min used up") for c in record["cells"])

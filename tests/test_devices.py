@@ -134,10 +134,10 @@ def test_bf16_autocast_forward_parity(device, name, fused):
 
 @pytest.mark.parametrize("name", ["menest", "ghostmixnet"])
 def test_qat_steps_on_device(device, name):
-    """Quantization-aware training (ghostnest.qat) on the device, on CUDA under bf16 autocast as the recipes train
+    """Quantization-aware training (ghostnest.train.qat) on the device, on CUDA under bf16 autocast as the recipes train
     there (the trainer never autocasts on the CPU): the fake-quantized model trains (finite gradients, falling loss)
     and keeps plain state_dict names; the activation ranges live on the device of the input."""
-    from ghostnest.qat import prepare_qat
+    from ghostnest.train.qat import prepare_qat
 
     model, size = _small(name)
     model = prepare_qat(model.to(device).train())

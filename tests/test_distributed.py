@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
+
+from helpers import group_norm_instead_of_batch_norm
 
 from ghostnest import create_model
 from ghostnest.train import checkpoint as ckpt
@@ -37,19 +38,6 @@ def config(**extra):
 def rows(run):
     with open(Path(run) / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def group_norm_instead_of_batch_norm(model: nn.Module) -> nn.Module:
-    """Per-sample normalisation: a model whose gradient on a batch is exactly the mean of its halves' gradients.
-
-    BatchNorm's batch statistics make a rank's half batch differ from the whole one (SyncBatchNorm fixes that, but
-    PyTorch runs it on GPUs only), so the CPU equivalence test swaps it for GroupNorm(1, C)."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(model, name, nn.GroupNorm(1, child.num_features))
-        else:
-            group_norm_instead_of_batch_norm(child)
-    return model
 
 
 def _capture_models(exact: bool) -> list:
@@ -79,6 +67,10 @@ def _rank_worker(rank: int, out: str, port: int) -> None:
             train(config(), Path(out) / name, device="cpu", progress=False)
             if rank == 1:  # (rank 0 ends by loading best.safetensors for the test set; its last.* are on disk)
                 torch.save(built[-1].state_dict(), Path(out) / f"{name}-rank{rank}.pt")
+        # gradient accumulation (no_sync until the last micro-batch) and a weight EMA on every rank
+        _capture_models(True)
+        train(config(accum_steps=2, ema_decay=0.9), Path(out) / "options", device="cpu", progress=False)
+        _capture_models(False)
         # quantization-aware training: every rank on rank 0's activation ranges (DDP broadcasts the observers'
         # buffers), so a resumed run repeats the uninterrupted one
         train(config(qat=True), Path(out) / "qat", device="cpu", progress=False)
@@ -140,6 +132,21 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(two_ranks, tmp_p
         assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-5), key
     res = json.loads((two_ranks / "exact" / "results.json").read_text())
     assert res["world_size"] == 2 and res["global_batch"] == 16
+
+
+def test_accumulation_and_ema_on_two_ranks_equal_one_process(two_ranks, tmp_path, monkeypatch):
+    """2 ranks x 2 micro-batches of 4 (gradients all-reduced once per step) train as 1 process x one batch of 16,
+    and the EMA every rank keeps is the one-process EMA."""
+    monkeypatch.setattr(trainer, "create_recipe_model", lambda *a, **k: group_norm_instead_of_batch_norm(CREATE_MODEL(*a, **k)))
+    train(config(ema_decay=0.9), tmp_path / "one", device="cpu", progress=False)
+    a = torch.load(tmp_path / "one" / "last.state.pt", weights_only=True)
+    b = torch.load(two_ranks / "options" / "last.state.pt", weights_only=True)
+    for key in ("model", "ema"):
+        diff = max((a[key][k] - b[key][k]).abs().max().item() for k in a[key])
+        assert diff < 1e-5, (key, diff)
+    for key in ("train_loss", "val_top1", "ema_val_loss", "ema_val_top1"):
+        assert [float(r[key]) for r in rows(two_ranks / "options")] == pytest.approx(
+            [float(r[key]) for r in rows(tmp_path / "one")], rel=1e-5), key
 
 
 def test_batchnorm_replicas_stay_identical(two_ranks):

@@ -156,7 +156,7 @@ def test_export_by_model_name_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ghostmixnett is neither a checkpoint") and "Did you mean: ghostmixnet" in err
     assert main(["export", "ghostmixnet", "--format", "onnx", "--batch", "0", "--out", str(tmp_path / "y.onnx")]) == 2
-    assert "--batch '0' must be 'dynamic' or a positive integer" in capsys.readouterr().err
+    assert "batch=0 must be 'dynamic' or a positive integer" in capsys.readouterr().err
     assert main(["export", "ghostmixnet", "--format", "onnx", "--input", "8", "--out", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err  # the model's own check, not the exporter's trace
     assert err.splitlines() == [

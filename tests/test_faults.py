@@ -59,7 +59,7 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsy
     assert f"{sig.name}: saved a checkpoint at epoch 2, step 2/4" in err and f"--resume {run}" in err
     assert calls["n"] == 6 and len(rows(run)) == 1 and not (run / "results.json").exists()
     state = torch.load(run / "last.state.pt", weights_only=True)
-    assert state["epoch"] == 1 and state["partial"]["step"] == 2
+    assert state["epoch"] == 1 and state["mid_epoch"]["step"] == 2
     monkeypatch.setattr(engine, "loss_fn", real)
     assert main(["train", "--resume", str(run), "--quiet", "--device", "cpu"]) == 0
     assert rows(run) == rows(tmp_path / "full")  # epochs 1-3 once each, the same numbers
@@ -95,7 +95,7 @@ def test_checkpoint_steps_resume_inside_an_epoch(tmp_path, extra):
     finally:
         engine.loss_fn = real
     state = torch.load(part / "last.state.pt", weights_only=True)
-    assert (state["epoch"], state["partial"]["step"]) == (1, 3)
+    assert (state["epoch"], state["mid_epoch"]["step"]) == (1, 3)
     train(None, resume=part, device="cpu", progress=False)
     assert rows(part) == rows(tmp_path / "full") and same_weights(part, tmp_path / "full")
 
@@ -179,7 +179,7 @@ def test_kill9_mid_epoch_then_resume(tmp_path, uninterrupted):
     assert proc.returncode == -signal.SIGKILL and not (run / "results.json").exists()
     # whatever the moment: the checkpoint is whole and metrics.csv has whole lines only
     state = torch.load(run / "last.state.pt", weights_only=True)
-    assert state["epoch"] in (1, 2) and state["partial"] is None
+    assert state["epoch"] in (1, 2) and state["mid_epoch"] is None
     ckpt.read_checkpoint(run / "last.safetensors")
     lines = (run / "metrics.csv").read_text().split("\n")
     assert lines[-1] == "" and all(len(line.split(",")) == 7 for line in lines[:-1])

@@ -1,5 +1,5 @@
-"""Quantization-aware fine-tuning (ghostnest.qat, ``ghostnest train --qat RUN``): the fake-quantized weights lie on
-the int8 export's grid, the model keeps its parameter names and trains, and the CLI path from a trained run to an
+"""Quantization-aware fine-tuning (ghostnest.train.qat, ``ghostnest train --qat RUN``): the fake-quantized weights
+lie on the int8 export's grid, the model keeps its parameter names and trains, and the CLI path from a trained run to an
 int8 file, with its bad inputs."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 
 import ghostnest
 from ghostnest.cli import main
-from ghostnest.qat import prepare_qat, qat_layers
 from ghostnest.train.checkpoint import read_checkpoint
+from ghostnest.train.qat import WEIGHT_QMAX, prepare_qat, qat_layers
 
 TINY = dict(widths=(8, 16, 16), stem_width=8, depths=(1, 1, 1))
 SMALL = ["--set", "model_kwargs={widths: [16, 32, 32], stem_width: 16, depths: [1, 1, 1], pool_size: 1}",
@@ -32,7 +32,7 @@ def test_weights_are_rounded_on_the_int8_grid_and_names_are_kept():
     assert all(torch.equal(before[k], after[k]) for k in before)  # the weights before rounding
     conv = dict(model.named_modules())[names[0]]
     w, raw = conv.weight, before[f"{names[0]}.weight"]
-    qmax = ghostnest.quantize.WEIGHT_QMAX  # the int8 export's weight grid (7 bits: [-64, 64])
+    qmax = WEIGHT_QMAX  # the int8 export's weight grid (7 bits: [-64, 64]), one fact for QAT and the export
     scale = raw.abs().flatten(1).amax(1) / qmax
     steps = w / scale.view(-1, *[1] * (w.dim() - 1))
     assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= qmax + 1e-3

@@ -25,7 +25,7 @@ GHOSTMIXNET_ROWS = {  # GhostMixNet, results table: recipe -> (model, transforms
 
 def test_recipe_list_and_location():
     names = set(list_recipes())
-    assert names == {"quickstart", "menest-cifar100", *GHOSTMIXNET_ROWS}
+    assert names == {"quickstart", "finetune", "menest-cifar100", *GHOSTMIXNET_ROWS}
     root = Path(__file__).resolve().parents[1] / "recipes"
     if root.exists():  # a source checkout: recipes/ at the root is the packaged folder
         assert {p.name for p in root.glob("*.yaml")} == {p.name for p in recipe_dir().glob("*.yaml")}

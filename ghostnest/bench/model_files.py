@@ -38,7 +38,7 @@ def bench_model_files(files: Sequence[str | Path], batch: int = 1, threads: int 
     (and, with ``with_torch``, the first file's network in PyTorch first), at ``batch`` images with ``threads``
     threads (``None``: every core) for both runtimes. One row per case, as ``bench_sessions`` writes them, plus
     ``file``, ``bytes`` (size on disk) and ``precision`` (fp32 or int8); ratios are to the first row."""
-    from ..export import OnnxClassifier
+    from ..modelfile import OnnxClassifier
 
     files = [Path(f) for f in files]
     if not files:

@@ -86,7 +86,8 @@ def onnxruntime_case(case: Case, model: nn.Module, x: torch.Tensor, input_size: 
     run by onnxruntime with torch's thread count, named ``NAME [onnxruntime]``, its first call already run."""
     import tempfile
 
-    from ..export import OnnxClassifier, export_model
+    from ..export import export_model
+    from ..modelfile import OnnxClassifier
 
     say(f"exporting {case.name} to ONNX")
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,6 +42,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
 
+def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int, int]:
+    """(shuffle order, loader workers, torch RNG) seeds of epoch ``epoch`` (0-based) on ``rank``, all from
+    (seed, epoch, rank): training and ``ghostnest recipes preview`` draw the same batches from them."""
+    base = epoch_seed(seed, epoch)
+    return base + 1, base + 2 * rank + 1, base + 2 * rank
+
+
 def train_val_split(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
     """Seeded random train/validation split by fraction (ME-NeSt-Ghost, section 2: 95:5, 47,500 / 2,500 of
     CIFAR-100)."""

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..train.config import config_to_dict
 from ..train.metrics import MetricsError, read_metrics
+from ..train.rundir import read_run_config
 
 RESULTS_KEYS = ("model", "dataset", "params", "test_top1", "test_top5", "best_epoch", "epochs")
 
@@ -49,32 +51,17 @@ def _number(value, what: str) -> float:
 
 
 def _read_config(run: Run) -> None:
-    import yaml
-
-    path = run.path / "config.yaml"
-    if not path.is_file():
+    """``run.config`` etc. from config.yaml, read by the trainer's own reader (:func:`read_run_config`)."""
+    if not (run.path / "config.yaml").is_file():
         run.problems.append("config.yaml missing")
         return
     try:
-        cfg = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        run.problems.append(f"config.yaml is not valid YAML ({str(exc).splitlines()[0]})")
+        cfg = read_run_config(run.path)
+    except (ValueError, OSError) as exc:
+        run.problems.append(str(exc).replace(f"{run.path / 'config.yaml'}", "config.yaml", 1))
         return
-    if not isinstance(cfg, dict):
-        run.problems.append("config.yaml is not a mapping")
-        return
-    run.config = cfg
-    run.model = _str_or_none(cfg.get("model"))
-    run.dataset = _str_or_none(cfg.get("dataset"))
-    nc = cfg.get("num_classes")
-    run.num_classes = nc if isinstance(nc, int) and not isinstance(nc, bool) else None
-    run.recipe = _str_or_none(cfg.get("recipe"))
-    if run.model is None:
-        run.problems.append("config.yaml names no model")
-
-
-def _str_or_none(value) -> str | None:
-    return value if isinstance(value, str) else None
+    run.config = config_to_dict(cfg)
+    run.model, run.dataset, run.num_classes, run.recipe = cfg.model, cfg.dataset, cfg.num_classes, cfg.recipe
 
 
 def _read_metrics(run: Run) -> None:

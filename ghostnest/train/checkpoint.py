@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_path
+from ..modelfile import METADATA_KEY, safetensors_metadata
 
-META_KEY = "ghostnest"
 FORMAT = 1
 REQUIRED_META = ("model", "model_kwargs", "num_classes", "classes", "input_size", "mean", "std")
 
@@ -30,13 +30,13 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
         raise ValueError(f"checkpoint metadata lacks {missing}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps({"format": FORMAT, **meta})})
+        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps({"format": FORMAT, **meta})})
 
 
 def save_state(path: str | Path, state: dict) -> None:
     """Optimizer, scheduler, RNG, epoch/step and (since resumes read it alone) the model weights, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # through Python's file: an OSError says what failed
+        torch.save(state, f)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -65,17 +65,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     data = path.read_bytes()
     try:
         tensors = load(data)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
+        raw = safetensors_metadata(path)
     except Exception as exc:
         raise ValueError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {exc}); use the run's other "
             "checkpoint (best.safetensors / last.safetensors) or train again"
         ) from None
     if raw is None:
-        raise ValueError(f"{path} is a safetensors file but not a ghostnest checkpoint (no '{META_KEY}' metadata)")
+        raise ValueError(f"{path} is a safetensors file but not a ghostnest checkpoint (no '{METADATA_KEY}' metadata)")
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
@@ -94,9 +91,17 @@ def build_from_meta(meta: dict) -> nn.Module:
     return create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta.get("model_kwargs", {}))
 
 
-def load_into(model: nn.Module, tensors: dict, path, meta: dict) -> None:
+def load_into(model: nn.Module, tensors: dict, path, meta: dict, keep: set[str] = frozenset()) -> None:
+    """``tensors`` into ``model``, every key matching, except the keys ``keep`` (left as the model has them);
+    ``ValueError`` naming the checkpoint when they do not fit."""
     try:
-        model.load_state_dict(tensors, strict=True)
+        if keep:
+            missing, unexpected = model.load_state_dict(tensors, strict=False)
+            if unexpected or set(missing) - set(keep):
+                raise RuntimeError(f"Error(s) in loading state_dict:\n    missing keys {sorted(set(missing) - set(keep))}"
+                                   f"\n    unexpected keys {sorted(unexpected)}")
+        else:
+            model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[1:3]) or first[0]

@@ -69,7 +69,16 @@ class TrainConfig:
     log: list = field(default_factory=lambda: ["csv"])  # metrics.csv always; add tensorboard for event files
     # fine-tuning (`ghostnest train --qat RUN` sets both; docs/deployment.md)
     init_from: str | None = None  # start from these weights: a .safetensors checkpoint, or a run (its best one)
-    qat: bool = False  # fake int8 quantization while training (ghostnest.qat), for a run to export with --int8
+    qat: bool = False  # fake int8 quantization while training (ghostnest.train.qat), for a run to export with --int8
+    # timm's training options beyond the papers (docs/training.md, "Training options"); each off by default
+    ema_decay: float | None = None  # weight EMA (timm's ModelEmaV3, its decay warm-up on), validated beside the model
+    warmup_epochs: int = 0  # linear learning-rate warmup over the first N epochs, stepped per optimizer step
+    warmup_lr: float = 0.0  # the learning rate warmup starts from
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step (batch_size stays the global batch)
+    clip_grad: float | None = None  # gradient clipping (timm's dispatch_clip_grad, after the grad scaler's unscale)
+    clip_mode: str = "norm"  # norm (total L2 norm), value (each element) or agc (adaptive, timm's)
+    layer_decay: float | None = None  # layer-wise lr decay through timm's optimizer factory (needs group_matcher)
+    grad_checkpointing: bool = False  # activation checkpointing (model.set_grad_checkpointing): less memory, slower
 
 
 CHOICES = {
@@ -77,8 +86,10 @@ CHOICES = {
     "scheduler": ("cosine", "cosine_restarts", "constant"),
     "amp": ("auto", "bf16", "fp16", "fp32"),
     "augment_on": ("workers", "device"),
+    "clip_mode": ("norm", "value", "agc"),
 }
-POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult", "augment_group")
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult", "augment_group",
+            "accum_steps")
 
 
 def recipe_dir() -> Path:
@@ -237,6 +248,7 @@ def config_from_dict(data: dict) -> TrainConfig:
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ValueError(f"image_size={cfg.image_size} must be a positive integer or null")
     _check_log(cfg.log)
+    _check_training_options(cfg)
     for i, op in enumerate(cfg.augment):
         if not isinstance(op, dict) or "op" not in op:
             raise ValueError(
@@ -269,6 +281,26 @@ def _check_log(log: list) -> None:
                              "'ghostnest[tensorboard]'")
 
 
+def _check_training_options(cfg: TrainConfig) -> None:
+    """The options beyond the papers (EMA, warmup, accumulation, clipping, layer decay): one line per mistake."""
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay={cfg.ema_decay} must be in (0, 1), e.g. 0.9998 (null turns the EMA off)")
+    if cfg.ema_decay is not None and cfg.qat:
+        raise ValueError("ema_decay and qat=true do not go together (the EMA copy would share the fake-quantization "
+                         "observers of the model); drop --set ema_decay for a QAT run")
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs={cfg.warmup_epochs} must be >= 0 (0: no warmup)")
+    if not 0 <= cfg.warmup_lr <= cfg.lr:
+        raise ValueError(f"warmup_lr={cfg.warmup_lr} must be in [0, lr={cfg.lr}]: warmup rises from it to lr")
+    if cfg.batch_size % cfg.accum_steps:
+        raise ValueError(f"accum_steps={cfg.accum_steps} does not divide batch_size={cfg.batch_size}; each optimizer "
+                         "step splits the batch into accum_steps equal micro-batches: choose a divisor")
+    if cfg.clip_grad is not None and cfg.clip_grad <= 0:
+        raise ValueError(f"clip_grad={cfg.clip_grad} must be > 0 (null turns clipping off)")
+    if cfg.layer_decay is not None and not 0 < cfg.layer_decay <= 1:
+        raise ValueError(f"layer_decay={cfg.layer_decay} must be in (0, 1], e.g. 0.75 (null turns it off)")
+
+
 def config_to_dict(cfg: TrainConfig) -> dict:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas)
@@ -277,37 +309,3 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 # Keys of config.yaml that are derived from the configuration, not part of it (read back, they are ignored).
 DERIVED_KEYS = ("model_options",)
-
-
-def model_options(model) -> dict:
-    """The full constructor configuration of a built model, as plain data (what config.yaml and ``recipes show``
-    print under ``model_options``): a ghostnest model's config dataclass (stage table, widths, SE, dropout, ...)
-    with its class count; for timm's models, the options timm keeps on the model (``drop_rate``)."""
-    import json
-
-    options = dataclasses.asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else {
-        key: getattr(model, key) for key in ("drop_rate",) if hasattr(model, key)}
-    return json.loads(json.dumps({"num_classes": getattr(model, "num_classes", None), **options}))
-
-
-def create_recipe_model(cfg: TrainConfig, num_classes: int | None):
-    """``cfg``'s model with its ``model_kwargs`` (``num_classes`` if given); a ``ValueError`` naming the
-    ``--set model_kwargs.*`` options a model rejects."""
-    from ..registry import create_model
-
-    kwargs = dict(cfg.model_kwargs, **({"num_classes": num_classes} if num_classes else {}))
-    try:
-        return create_model(cfg.model, **kwargs)
-    except TypeError as exc:  # timm's models reject unknown constructor options with a TypeError
-        raise ValueError(f"model {cfg.model} does not accept model_kwargs {cfg.model_kwargs} ({exc}); fix or drop "
-                         "the --set model_kwargs.* options") from None
-
-
-def recipe_model_options(cfg: TrainConfig) -> dict:
-    """:func:`model_options` of ``cfg``'s model, built on the ``meta`` device (no memory, no weights)."""
-    import torch
-
-    from ..data.datasets import dataset_classes
-
-    with torch.device("meta"):
-        return model_options(create_recipe_model(cfg, cfg.num_classes or dataset_classes(cfg.dataset)))

@@ -1,8 +1,8 @@
 """The training engine, top to bottom (airbench / torchvision reference style).
 
 :func:`fit` runs the epochs; :func:`train_one_epoch` is one pass of
-``to device -> preprocess -> mix -> autocast forward -> loss -> backward -> step``; :func:`evaluate` measures loss,
-top-1 and top-5. Everything they need is in one :class:`RunContext` (built by :mod:`.trainer`).
+``to device -> preprocess -> mix -> autocast forward -> loss -> backward -> step``; after each epoch
+:func:`.evaluate.evaluate` measures loss, top-1 and top-5 on the validation split. Everything they need is in one :class:`RunContext` (built by :mod:`.trainer`).
 
 The same engine runs in one process or as one rank of ``torchrun`` (docs/distributed.md): ``step_model`` is the
 model wrapped in DDP, each rank takes its share of every global batch, metrics are summed over the ranks and rank 0
@@ -12,6 +12,7 @@ agreeing on the flag is a collective); resume continues exactly, even inside an 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import sys
@@ -22,16 +23,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import ImageData, TrainPipeline, eval_batches
-from ..data.loader import ToModelInput, epoch_seed
+from ..data import ImageData, TrainPipeline
+from ..data.loader import epoch_seeds
 from .checkpoint import load_into, read_checkpoint, save_weights
 from .config import TrainConfig, config_to_dict
 from .distributed import Dist
+from .evaluate import evaluate
 from .metrics import plot_curves, write_metrics
-from .optim import loss_fn
+from .optim import clip_gradients, loss_fn, set_step_lr, warmup_factor
 from .resume import ResumeState, save_resume_state
 from .rundir import write_results
 from .stop import StopRequest
@@ -64,6 +65,8 @@ class RunContext:
     params: int
     resume: ResumeState
     progress: bool
+    ema: torch.nn.Module | None = None  # timm's ModelEmaV3 of ``model`` (``ema_decay``), or None
+    saved: str | None = None  # the last resume point written ("epoch 3", "epoch 4, step 20"), None before the first
     input_wait: tuple[float, float] = (0.0, 0.0)  # the last epoch: seconds waiting for batches, seconds in the loop
     input_hint_given: bool = False
 
@@ -73,36 +76,6 @@ class RunContext:
 
     def title(self) -> str:
         return f"{self.cfg.recipe}: {self.cfg.model} on {self.cfg.dataset}"
-
-
-@torch.no_grad()
-def evaluate(model, split, preprocess: ToModelInput, batch_size: int, autocast, num_classes: int,
-             with_preds: bool = False, reduce=None):
-    """Mean cross entropy (no smoothing), top-1 and top-5 accuracy in percent; optionally the predictions.
-
-    ``reduce`` (``Dist.sum``) adds up the sums of every rank's shard of the data set before the division."""
-    model.eval()
-    k = min(5, num_classes)
-    device = preprocess.device
-    loss_sum, top1, top5 = (torch.zeros((), device=device) for _ in range(3))
-    preds = []
-    for images, labels in eval_batches(split, batch_size, device):
-        with autocast():
-            logits = model(preprocess(images))
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        topk = logits.topk(k, dim=1).indices
-        top1 += (topk[:, 0] == labels).sum()
-        top5 += (topk == labels[:, None]).any(dim=1).sum()
-        if with_preds:
-            preds.append(topk[:, 0].cpu())
-    sums = [loss_sum.item(), top1.item(), top5.item(), len(split)]
-    loss_sum, top1, top5, n = reduce(sums) if reduce is not None else sums
-    n = max(n, 1)
-    out = {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
-    if with_preds:
-        out["preds"] = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
-    return out
 
 
 def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | None, int, float]:
@@ -122,18 +95,21 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
                disable=not (ctx.progress and sys.stderr.isatty()), dynamic_ncols=True)  # no bar in a log file
     order_seed, worker_seed, _ = epoch_seeds(cfg.seed, epoch, dist.rank)
     wait, t_loop = [0.0], time.perf_counter()
+    warming = cfg.warmup_epochs > epoch
     for images, labels in _timed(pipe.batches.epoch(order_seed, worker_seed, skip=step), wait):
         x, y = pipe.preprocess(images), labels  # to the device, float, resized, normalised
         if pipe.mix is not None:
             x, y = pipe.mix(x, y)
-        with ctx.autocast():
-            logits = ctx.step_model(x)
-        loss = loss_fn(logits, y, cfg.label_smoothing)
-        ctx.opt.zero_grad(set_to_none=True)
-        ctx.scaler.scale(loss).backward()  # DDP averages the gradients over the ranks here
+        update = epoch * n + step  # optimizer steps before this one, over the whole run
+        if warming:
+            set_step_lr(ctx.opt, ctx.sched, warmup_factor(cfg, update, n))
+        loss_sum += _forward_backward(ctx, x, y)
+        if cfg.clip_grad is not None:
+            clip_gradients(cfg, ctx.model, ctx.opt, ctx.scaler)
         ctx.scaler.step(ctx.opt)
         ctx.scaler.update()
-        loss_sum += loss.detach()
+        if ctx.ema is not None:
+            ctx.ema.update(ctx.model, step=update + 1)
         step += 1
         bar.update(1)
         if step % LOSS_EVERY == 0 or step == n:
@@ -149,9 +125,37 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
                 bar.close()
                 return None, step, t0
     bar.close()
+    if warming:
+        set_step_lr(ctx.opt, ctx.sched, 1.0)  # the scheduler steps from its own rates
     mean_loss = dist.sum([loss_sum.item()])[0] / dist.world / max(step, 1)  # (waits for the device's last step)
     ctx.input_wait = (wait[0], time.perf_counter() - t_loop)
     return mean_loss, 0, t0
+
+
+def _forward_backward(ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradients of the mean loss over the batch ``x``, ``y`` (this rank's share of the global batch), in
+    ``accum_steps`` equal micro-batches: each one's mean loss divided by ``accum_steps``, so their gradients add up to
+    the whole batch's (with label smoothing and mixed targets alike, the loss being a mean over images). Under DDP
+    only the last micro-batch synchronises the gradients (``no_sync`` before it). Returns the batch's loss."""
+    cfg = ctx.cfg
+    k = cfg.accum_steps
+    ctx.opt.zero_grad(set_to_none=True)
+    if k == 1:
+        with ctx.autocast():
+            logits = ctx.step_model(x)
+        loss = loss_fn(logits, y, cfg.label_smoothing)
+        ctx.scaler.scale(loss).backward()  # DDP averages the gradients over the ranks here
+        return loss.detach()
+    total = torch.zeros((), device=x.device)
+    no_sync = getattr(ctx.step_model, "no_sync", None) if ctx.dist.enabled else None
+    for i, (xi, yi) in enumerate(zip(x.chunk(k), y.chunk(k), strict=True)):
+        with no_sync() if no_sync is not None and i < k - 1 else contextlib.nullcontext():
+            with ctx.autocast():
+                logits = ctx.step_model(xi)
+            loss = loss_fn(logits, yi, cfg.label_smoothing) / k
+            ctx.scaler.scale(loss).backward()  # DDP averages over the ranks at the last micro-batch
+        total += loss.detach()
+    return total
 
 
 def _timed(batches, wait: list[float]):
@@ -200,13 +204,6 @@ def _seed_epoch(ctx: RunContext, epoch: int, mid: dict | None) -> None:
     torch.manual_seed(epoch_seeds(ctx.cfg.seed, epoch, dist.rank)[2] + 7919 * (mid["step"] if mid else 0))
 
 
-def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int, int]:
-    """(shuffle order, loader workers, torch RNG) seeds of epoch ``epoch`` (0-based) on ``rank``, all from
-    (seed, epoch, rank): training and ``ghostnest recipes preview`` draw the same batches from them."""
-    base = epoch_seed(seed, epoch)
-    return base + 1, base + 2 * rank + 1, base + 2 * rank
-
-
 def _stop_or_save(ctx: RunContext, step: int) -> tuple[bool, bool]:
     """(stop now, save now for ``checkpoint_steps``) after ``step``. Under torchrun the ranks agree on the stop flag
     with a collective, so they ask only at the steps where the loss is summed anyway, and at checkpoint steps."""
@@ -228,7 +225,8 @@ def save_checkpoint(ctx: RunContext, done: int, step: int = 0, loss_sum=None, se
         return
     save_weights(ctx.run / "last.safetensors", ctx.model, {**ctx.meta, "epoch": done, "step": step})
     save_resume_state(ctx.run / "last.state.pt", replace(ctx.resume, epoch=done, mid_epoch=mid), ctx.model, ctx.opt,
-                      ctx.sched, ctx.scaler, dist.world)
+                      ctx.sched, ctx.scaler, dist.world, ctx.ema)
+    ctx.saved = f"epoch {done}" + (f", step {step}" if step else "")
 
 
 def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
@@ -251,28 +249,35 @@ def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
     start, t_run = state.epoch, time.time()
     try:
         for epoch in range(start, cfg.epochs):
-            lr = ctx.opt.param_groups[0]["lr"]
+            lr = _epoch_lr(ctx, epoch)
             train_loss, stopped_step, t0 = train_one_epoch(ctx, epoch, lr)
             if stopped_step:
                 return _stopped(ctx, epoch, stopped_step)
             ctx.sched.step()
-            dist.broadcast_buffers(ctx.model)  # rank 0's BatchNorm statistics, as DDP's next forward would send
-            val = evaluate(ctx.model, ctx.pipe.val_shard, ctx.pipe.eval_preprocess, cfg.eval_batch_size,
-                           ctx.autocast, ctx.data.num_classes, reduce=dist.sum)
-            if not math.isfinite(val["loss"]):
-                raise _diverged(f"validation loss became {val['loss']} in epoch {epoch + 1}", ctx)
             done = epoch + 1
-            row = {"epoch": done, "lr": lr, "train_loss": train_loss, "val_loss": val["loss"],
-                   "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}
+            row = {"epoch": done, "lr": lr, "train_loss": train_loss}
+            for prefix, model in (("", ctx.model), ("ema_", ctx.ema.module if ctx.ema is not None else None)):
+                if model is None:
+                    continue
+                dist.broadcast_buffers(model)  # rank 0's BatchNorm statistics, as DDP's next forward would send
+                val = evaluate(model, ctx.pipe.val_shard, ctx.pipe.eval_preprocess, cfg.eval_batch_size,
+                               ctx.autocast, ctx.data.num_classes, reduce=dist.sum)
+                if not math.isfinite(val["loss"]):
+                    raise _diverged(f"{prefix.replace('_', ' ')}validation loss became {val['loss']} in epoch "
+                                    f"{done}", ctx)
+                row.update({f"{prefix}val_loss": val["loss"], f"{prefix}val_top1": val["top1"],
+                            f"{prefix}val_top5": val["top5"]})
+            row["seconds"] = round(time.time() - t0, 3)
             if board is not None:  # before the resume point: a kill in between repeats the epoch, purged on resume
                 board.epoch(row, len(ctx.pipe.batches) * ctx.pipe.batches.batch_size * dist.world, ctx.input_wait[1],
                             ctx.input_wait[0])
             is_best = _record_epoch(ctx, row)
             eta = (time.time() - t_run) / (done - start) * (cfg.epochs - done)
+            ema_note = (f"  ema val_top1 {row['ema_val_top1']:.2f}%" if ctx.ema is not None else "")
             ctx.log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {train_loss:.4f}  val_loss "
-                    f"{val['loss']:.4f}  val_top1 {val['top1']:.2f}%  val_top5 {val['top5']:.2f}%  "
-                    f"{row['seconds']:.1f}s{_input_note(ctx, done)}{'  *best*' if is_best else ''}  ETA "
-                    f"{eta / 60:.1f} min")
+                    f"{row['val_loss']:.4f}  val_top1 {row['val_top1']:.2f}%  val_top5 {row['val_top5']:.2f}%"
+                    f"{ema_note}  {row['seconds']:.1f}s{_input_note(ctx, done)}"
+                    f"{_best_note(ctx) if is_best else ''}  ETA {eta / 60:.1f} min")
             if done < cfg.epochs and ctx.stop.requested(dist):
                 return _stopped(ctx, done)
             if stop_after is not None and stop_after <= done < cfg.epochs:
@@ -289,15 +294,31 @@ def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
     return evaluate_best(ctx) if dist.main else {"run_dir": str(ctx.run), "rank": dist.rank}
 
 
+def _epoch_lr(ctx: RunContext, epoch: int) -> float:
+    """The learning rate of epoch ``epoch``'s last optimizer step (the highest group's, with ``layer_decay``): the
+    scheduled one, times the warmup factor in warmup epochs."""
+    n = len(ctx.pipe.batches)
+    return max(ctx.sched.get_last_lr()) * warmup_factor(ctx.cfg, (epoch + 1) * n - 1, n)
+
+
+def _best_note(ctx: RunContext) -> str:
+    return "  *best*" + (f" ({ctx.resume.best_weights} weights)" if ctx.ema is not None else "")
+
+
 def _record_epoch(ctx: RunContext, row: dict) -> bool:
-    """Best weights (if best), the resume point, metrics.csv; is it the best epoch so far?"""
+    """Best weights (if best), the resume point, metrics.csv; is it the best epoch so far? With an EMA, the best
+    of the live and the EMA weights competes (the live ones on a tie), and the checkpoint says which it holds."""
     state, done = ctx.resume, row["epoch"]
-    is_best = row["val_top1"] > state.best_top1
+    weights, top1 = "live", row["val_top1"]
+    if ctx.ema is not None and row["ema_val_top1"] > top1:
+        weights, top1 = "ema", row["ema_val_top1"]
+    is_best = top1 > state.best_top1
     if is_best:
-        state.best_top1, state.best_epoch = row["val_top1"], done
+        state.best_top1, state.best_epoch, state.best_weights = top1, done, weights
         if ctx.dist.main:
-            save_weights(ctx.run / "best.safetensors", ctx.model, {**ctx.meta, "epoch": done,
-                                                                    "val_top1": row["val_top1"]})
+            model = ctx.ema.module if weights == "ema" else ctx.model
+            extra = {"weights": weights} if ctx.ema is not None else {}
+            save_weights(ctx.run / "best.safetensors", model, {**ctx.meta, "epoch": done, "val_top1": top1, **extra})
     state.rows.append(row)
     state.epoch = done
     save_checkpoint(ctx, done)  # the resume point: a kill before it repeats this epoch, after it never
@@ -313,6 +334,30 @@ def _stopped(ctx: RunContext, done: int, step: int = 0) -> dict:
               file=sys.stderr)
     return {"stopped_at": done, "step": step, "signal": ctx.stop.name, "run_dir": str(ctx.run),
             "rank": ctx.dist.rank}
+
+
+class WriteFailed(OSError):
+    """A file of the run could not be written (disk full, read-only, no permission); training stopped, the last
+    resume point is kept. The message is the one line ``ghostnest train`` prints."""
+
+
+FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (the disk quota is full)",
+         errno.EROFS: "make the file system writable", errno.EACCES: "fix the folder's permissions",
+         errno.EPERM: "fix the folder's permissions", errno.EFBIG: "raise the file size limit (ulimit -f)"}
+
+
+def write_failed(run: Path, exc: OSError, saved: str | None) -> WriteFailed:
+    """The one-line error for ``exc`` (a :class:`ghostnest.fileio.WriteError`) in run ``run``: the file, the cause,
+    what is kept (``saved``: the last resume point written, None if none) and how to go on."""
+    cause = exc.strerror or str(exc)
+    fix = FIXES.get(exc.errno, "remove the cause")
+    where = exc.filename or run
+    if saved is None:
+        return WriteFailed(f"could not write {where}: {cause}; training stopped before any checkpoint was saved. "
+                           f"{fix[0].upper()}{fix[1:]} and start the run again (remove {run} or choose another --out)")
+    return WriteFailed(f"could not write {where}: {cause}; training stopped and the last good checkpoint "
+                       f"({run}/last.state.pt, {saved}) is kept. {fix[0].upper()}{fix[1:]} and continue with: "
+                       f"ghostnest train --resume {run}")
 
 
 def _diverged(what: str, ctx: RunContext) -> TrainingDiverged:
@@ -336,6 +381,7 @@ def evaluate_best(ctx: RunContext) -> dict:
         "best_epoch": state.best_epoch, "best_val_top1": state.best_top1, "epochs": cfg.epochs,
         "val_is_test": cfg.val_on_test, "image_size": ctx.pipe.image_size, "device": str(dist.device),
         "world_size": dist.world, "global_batch": cfg.batch_size, "sync_bn": cfg.sync_bn and dist.world > 1,
+        **({"best_weights": state.best_weights} if ctx.ema is not None else {}),
         "train_seconds": round(sum(r["seconds"] for r in state.rows), 1),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

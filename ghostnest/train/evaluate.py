@@ -1,5 +1,6 @@
 """Evaluation and prediction from a checkpoint, with the preprocessing the checkpoint records.
 
+``evaluate``: loss, top-1 and top-5 of a model on a split (the validation of every training epoch uses it too).
 ``evaluate_checkpoint``: top-1, top-5, per-class accuracy and a confusion-matrix PNG on a data set's test split.
 ``predict``: one class per image file, written as ``ID,label,name,confidence`` (the layout of the course-competition
 submission the GhostMixNet authors made; GhostMixNet, "Test Acc.").
@@ -12,17 +13,49 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from ..data import default_data_dir, load_dataset
+from ..data import default_data_dir, eval_batches, load_dataset
 from ..data.datasets import read_image
 from ..data.loader import ToModelInput, resize_batch, resize_steps
 from ..devices import resolve_device
 from ..figures import plot_confusion
 from ..fileio import atomic_write_text
+from ..modelfile import OnnxClassifier
 from .checkpoint import load_checkpoint, resolve_checkpoint_path
-from .engine import evaluate
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@torch.no_grad()
+def evaluate(model, split, preprocess: ToModelInput, batch_size: int, autocast, num_classes: int,
+             with_preds: bool = False, reduce=None):
+    """Mean cross entropy (no smoothing), top-1 and top-5 accuracy in percent; optionally the predictions.
+
+    ``reduce`` (``Dist.sum``) adds up the sums of every rank's shard of the data set before the division."""
+    model.eval()
+    k = min(5, num_classes)
+    device = preprocess.device
+    loss_sum, top1, top5 = (torch.zeros((), device=device) for _ in range(3))
+    preds = []
+    for images, labels in eval_batches(split, batch_size, device):
+        with autocast():
+            logits = model(preprocess(images))
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        topk = logits.topk(k, dim=1).indices
+        top1 += (topk[:, 0] == labels).sum()
+        top5 += (topk == labels[:, None]).any(dim=1).sum()
+        if with_preds:
+            preds.append(topk[:, 0].cpu())
+    sums = [loss_sum.item(), top1.item(), top5.item(), len(split)]
+    loss_sum, top1, top5, n = reduce(sums) if reduce is not None else sums
+    n = max(n, 1)
+    out = {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
+    if with_preds:
+        out["preds"] = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return out
 
 
 def test_split_of(meta: dict, path: Path, dataset: str | None, data_dir: str | None):
@@ -99,8 +132,6 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
     """
     dev = resolve_device(device)
     if Path(checkpoint).suffix == ".onnx":  # an exported model, run by onnxruntime on the CPU
-        from ..export import OnnxClassifier
-
         model, dev = OnnxClassifier(checkpoint), torch.device("cpu")
         meta = model.metadata
     else:
@@ -139,8 +170,6 @@ def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset:
     ``FILE.confusion.png`` and ``FILE.eval.json`` beside the file, or into ``out_dir``.
     """
     import contextlib
-
-    from ..export import OnnxClassifier
 
     model_file = Path(model_file)
     path = resolve_checkpoint_path(checkpoint)

@@ -5,7 +5,8 @@ it. One row per finished epoch::
 
     epoch,lr,train_loss,val_loss,val_top1,val_top5,seconds
 
-An empty field (e.g. a run that skipped validation in an epoch) reads as ``None``.
+A run with a weight EMA (``ema_decay``) has three more columns, the EMA weights' validation:
+``ema_val_loss,ema_val_top1,ema_val_top5``. An empty field (e.g. a run that skipped validation in an epoch) reads as ``None``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from pathlib import Path
 from ..fileio import atomic_write_bytes, atomic_write_text
 
 METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "seconds"]
+EMA_COLUMNS = ["ema_val_loss", "ema_val_top1", "ema_val_top5"]
+PERCENT_KEYS = ("val_top1", "val_top5", "ema_val_top1", "ema_val_top5")
+
+
+def metrics_header(rows: list[dict]) -> list[str]:
+    """The columns of ``rows``: :data:`METRICS_HEADER`, and :data:`EMA_COLUMNS` when the rows have them."""
+    return METRICS_HEADER + (EMA_COLUMNS if rows and "ema_val_top1" in rows[0] else [])
 
 
 class MetricsError(ValueError):
@@ -24,12 +32,13 @@ class MetricsError(ValueError):
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
-    """Write all ``rows`` (dicts with :data:`METRICS_HEADER` keys) to ``path`` atomically."""
+    """Write all ``rows`` (dicts with :func:`metrics_header` keys) to ``path`` atomically."""
+    header = metrics_header(rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRICS_HEADER, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row[k] for k in METRICS_HEADER})
+        writer.writerow({k: row[k] for k in header})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -43,32 +52,34 @@ def read_metrics(path: Path) -> list[dict]:
             lines = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise MetricsError(f"{path.name} unreadable ({exc})") from None
-    if not lines or [h.strip() for h in lines[0]] != METRICS_HEADER:
+    header = [h.strip() for h in lines[0]] if lines else []
+    if header not in (METRICS_HEADER, METRICS_HEADER + EMA_COLUMNS):
         got = ",".join(lines[0]) if lines else "an empty file"
-        raise MetricsError(f"{path.name} header is {got!r}, expected {','.join(METRICS_HEADER)!r}")
+        raise MetricsError(f"{path.name} header is {got!r}, expected {','.join(METRICS_HEADER)!r} (a weight-EMA "
+                           f"run adds {','.join(EMA_COLUMNS)})")
     return [row for lineno, fields in enumerate(lines[1:], start=2) if fields
-            for row in [_parse_row(path.name, lineno, fields)]]
+            for row in [_parse_row(path.name, lineno, header, fields)]]
 
 
-def _parse_row(name: str, lineno: int, fields: list[str]) -> dict:
-    if len(fields) != len(METRICS_HEADER):
-        raise MetricsError(f"{name} line {lineno} has {len(fields)} fields, expected {len(METRICS_HEADER)}")
+def _parse_row(name: str, lineno: int, header: list[str], fields: list[str]) -> dict:
+    if len(fields) != len(header):
+        raise MetricsError(f"{name} line {lineno} has {len(fields)} fields, expected {len(header)}")
     row: dict = {}
-    for key, text in zip(METRICS_HEADER, fields, strict=True):
+    for key, text in zip(header, fields, strict=True):
         text = text.strip()
         if text == "" and key != "epoch":
             row[key] = None
             continue
         try:
             value = float(text)
-            if not math.isfinite(value) and key in ("epoch", "val_top1", "val_top5"):
+            if not math.isfinite(value) and key in ("epoch", *PERCENT_KEYS):
                 raise ValueError(text)
         except ValueError:
             raise MetricsError(f"{name} line {lineno}: {key}={text!r} is not a number") from None
         row[key] = value
     row["epoch"] = int(row["epoch"])
-    for key in ("val_top1", "val_top5"):
-        if row[key] is not None and not 0 <= row[key] <= 100:
+    for key in PERCENT_KEYS:
+        if row.get(key) is not None and not 0 <= row[key] <= 100:
             raise MetricsError(f"{name} line {lineno}: {key}={row[key]} is not a percentage")
     return row
 
@@ -86,9 +97,11 @@ def plot_curves(path: Path, rows: list[dict], title: str, test_top1: float | Non
     marker = "." if len(rows) <= 30 else None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in rows]
-    labels = {"train_loss": "train loss", "val_loss": "val loss", "val_top1": "val top-1", "val_top5": "val top-5"}
-    for ax, keys, ylabel in ((loss_ax, ("train_loss", "val_loss"), "cross-entropy loss (nats per image)"),
-                             (acc_ax, ("val_top1", "val_top5"), "accuracy (%)")):
+    labels = {"train_loss": "train loss", "val_loss": "val loss", "ema_val_loss": "EMA val loss",
+              "val_top1": "val top-1", "val_top5": "val top-5", "ema_val_top1": "EMA val top-1"}
+    panels = ((loss_ax, ("train_loss", "val_loss", "ema_val_loss"), "cross-entropy loss (nats per image)"),
+              (acc_ax, ("val_top1", "val_top5", "ema_val_top1"), "accuracy (%)"))
+    for ax, keys, ylabel in panels:
         for key in keys:
             points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if points:

@@ -2,7 +2,7 @@
 TensorBoard-logging run writes at its start).
 
 The images come out of the training input pipeline itself (:func:`ghostnest.data.build_train_pipeline`), drawn the
-way the first batch of epoch 1 is drawn on rank 0 (:func:`.engine.epoch_seeds`: the same shuffle, the same
+way the first batch of epoch 1 is drawn on rank 0 (:func:`ghostnest.data.loader.epoch_seeds`: the same shuffle, the same
 per-image augmentation, the same random state before mixing), on the CPU. Nothing of the augmentation is
 re-implemented here.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.loader import epoch_seeds
 from ..figures import image_panel, pyplot
-from .engine import epoch_seeds
 
 
 @dataclass

@@ -18,6 +18,7 @@ import yaml
 
 from ..fileio import atomic_write_text
 from .config import DERIVED_KEYS, TrainConfig, config_from_dict, config_to_dict
+from .resume import finished_epochs
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -54,21 +55,22 @@ def open_run(cfg: TrainConfig | None, out, resume, resume_epochs: int | None,
     return cfg, run
 
 
-def finished_epochs(run: Path) -> int:
-    """The number of finished epochs the resume point ``run/last.state.pt`` holds (read without loading weights)."""
-    import torch
-
-    try:
-        return int(torch.load(Path(run) / "last.state.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception as exc:
-        raise ValueError(f"{run}/last.state.pt is corrupt or truncated ({type(exc).__name__}); the run cannot be "
-                         f"resumed: evaluate {run}/best.safetensors or train again") from None
-
-
 def read_run_config(run: Path) -> TrainConfig:
-    """The configuration a run recorded in ``run/config.yaml`` (its derived keys left out)."""
-    saved = yaml.safe_load((Path(run) / "config.yaml").read_text())
-    return config_from_dict({k: v for k, v in saved.items() if k not in DERIVED_KEYS})
+    """The configuration a run recorded in ``run/config.yaml`` (its derived keys left out): the one reader of that
+    file. ``FileNotFoundError`` without it, ``ValueError`` naming what is wrong with it."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; is {run} a ghostnest run directory?")
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a mapping of key: value")
+    try:
+        return config_from_dict({k: v for k, v in saved.items() if k not in DERIVED_KEYS})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def write_config(run: Path, resolved: dict) -> None:

@@ -31,11 +31,12 @@ class TensorBoardLog:
         self.writer = SummaryWriter(str(self.path), purge_step=purge_step)
 
     def epoch(self, row: dict, images: int, loop_seconds: float, wait_seconds: float) -> None:
-        """One metrics.csv row (``epoch``, ``lr``, ``train_loss``, ``val_loss``, ``val_top1``, ``val_top5``) with
-        the epoch's training-loop figures, flushed to disk."""
+        """One metrics.csv row (``epoch``, ``lr``, ``train_loss``, ``val_loss``, ``val_top1``, ``val_top5``, and the
+        ``ema_`` columns with ``ema_decay``) with the epoch's training-loop figures, flushed to disk."""
         step, w = row["epoch"], self.writer
         for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/val_top1", "val_top1"),
-                         ("accuracy/val_top5", "val_top5"), ("lr", "lr")):
+                         ("accuracy/val_top5", "val_top5"), ("lr", "lr"), ("loss/ema_val", "ema_val_loss"),
+                         ("accuracy/ema_val_top1", "ema_val_top1"), ("accuracy/ema_val_top5", "ema_val_top5")):
             if row.get(key) is not None:
                 w.add_scalar(tag, row[key], step)
         if loop_seconds > 0:

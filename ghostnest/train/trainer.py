@@ -12,20 +12,22 @@ import os
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..data import build_train_pipeline, default_data_dir, load_dataset
+from ..fileio import WriteError
 from ..layers.fused import use_fast_mish
-from ..qat import prepare_qat
 from ..stats import count_params
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint_path
-from .config import (TrainConfig, config_to_dict, create_recipe_model, model_options, parse_overrides,
-                     resolve_config)
+from .config import TrainConfig, config_to_dict, parse_overrides, resolve_config
 from .distributed import Dist, peer_failure, setup
-from .engine import RunContext, fit
+from .engine import RunContext, fit, write_failed
 from .metrics import write_metrics
+from .model import classifier_keys, create_recipe_model, model_options
 from .optim import autocast_for, build_optimizer, build_scheduler
-from .resume import ResumeState, load_resume_state
+from .qat import prepare_qat
+from .resume import ResumeState, finished_epochs, load_resume_state
 from .rundir import auto_resume_plan, open_run, read_run_config, write_config
 from .stop import StopRequest
 
@@ -55,6 +57,9 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
             ctx = build_context(cfg, run, dist, stop, resume is not None, resume_epochs is not None,
                                 progress and dist.main)
             return fit(ctx, stop_after)
+    except WriteError as exc:  # the disk is full, read-only, ...: one line naming the file and what is kept
+        saved = ctx.saved if ctx is not None else (f"epoch {finished_epochs(run)}" if resume is not None else None)
+        raise write_failed(run, exc, saved) from None
     except (torch.distributed.DistError, RuntimeError) as exc:
         if not dist.enabled or not peer_failure(exc):
             raise
@@ -72,7 +77,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, device:
         torch.set_num_threads(threads)  # a recipe's `threads` applies to its run only
 
 
-def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, resuming: bool, longer: bool,
+def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, resuming: bool, epochs_changed: bool,
                   progress: bool) -> RunContext:
     """Data, model, optimizer, schedule and resume state of the run; rank 0 writes config.yaml."""
     dev = dist.device
@@ -89,13 +94,18 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
         raise ValueError(f"num_classes={cfg.num_classes} but {cfg.dataset} has {data.num_classes} classes; "
                          "drop --set num_classes (it defaults to the data set's count)")
     pipe = build_train_pipeline(cfg, data, dev, dist.rank, dist.world)
-    model, params = _build_model(cfg, data.num_classes, dist, init=not resuming)
+    if pipe.batches.batch_size % cfg.accum_steps:
+        raise ValueError(f"accum_steps={cfg.accum_steps} does not divide the batch of each of the {dist.world} "
+                         f"process(es) ({cfg.batch_size} / {dist.world} = {pipe.batches.batch_size}); choose "
+                         "accum_steps or a batch_size so that batch_size / processes / accum_steps is whole")
+    model, params = _build_model(cfg, data.num_classes, dist, init=not resuming, classes=data.classes)
     smallest = getattr(model, "min_input_size", 1)  # checked here, before the run directory is written
     if pipe.image_size < smallest:
         raise ValueError(f"image_size={pipe.image_size} is below {cfg.model}'s smallest input ({smallest} pixels); "
                          f"set --set image_size={smallest} or more")
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay is not None else None
     autocast, amp_dtype = autocast_for(cfg, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     meta = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": data.num_classes,
@@ -103,8 +113,8 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
             "dataset": cfg.dataset, "recipe": cfg.recipe}
     state = ResumeState()
     if resuming:
-        state = load_resume_state(run, model, opt, sched, scaler, meta)
-        if longer and isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+        state = load_resume_state(run, model, opt, sched, scaler, meta, ema)
+        if epochs_changed and isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
             sched.T_max = cfg.epochs
         if dist.main:  # a kill can land between the state file and metrics.csv, or leave a temporary file
             write_metrics(run / "metrics.csv", state.rows)
@@ -118,20 +128,29 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     step_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if dist.enabled else model
     step_model = torch.compile(step_model) if cfg.compile else step_model
     ctx = RunContext(cfg, run, dist, stop, data, pipe, model, step_model, opt, sched, scaler, autocast, meta,
-                     params, state, progress)
+                     params, state, progress, ema)
+    if resuming:
+        ctx.saved = f"epoch {state.epoch}" + (f", step {state.mid_epoch['step']}" if state.mid_epoch else "")
     if resuming and state.epoch >= cfg.epochs:
         ctx.log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint")
     _log_start(ctx, amp_dtype)
     return ctx
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist, init: bool = True) -> tuple[torch.nn.Module, int]:
-    """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last, fake quantization as asked) and
-    its parameter count; with ``init``, ``cfg.init_from``'s weights (a resumed run loads its own afterwards)."""
+def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist, init: bool = True,
+                 classes: list[str] | None = None) -> tuple[torch.nn.Module, int]:
+    """The recipe's model on the device (fast Mish, SyncBatchNorm, channels_last, activation checkpointing, fake
+    quantization as asked) and its parameter count; with ``init``, ``cfg.init_from``'s weights (a resumed run loads
+    its own afterwards), its classifier too where it was trained on the same ``classes``."""
     model = create_recipe_model(cfg, num_classes)
     params = count_params(model)
     if cfg.init_from and init:
-        _load_initial_weights(model, cfg)
+        _load_initial_weights(model, cfg, classes)
+    if cfg.grad_checkpointing:
+        if not callable(getattr(model, "set_grad_checkpointing", None)):
+            raise ValueError(f"grad_checkpointing=true: {cfg.model} has no set_grad_checkpointing() (timm's model "
+                             "interface); drop --set grad_checkpointing for this model")
+        model.set_grad_checkpointing(True)
     use_fast_mish(model)  # Mish as one compiled kernel (ME-NeSt-Ghost); GHOSTNEST_FAST_MISH=0 keeps F.mish
     if cfg.sync_bn and dist.world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
@@ -144,14 +163,29 @@ def _build_model(cfg: TrainConfig, num_classes: int, dist: Dist, init: bool = Tr
     return model, params
 
 
-def _load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """``cfg.init_from``'s weights into ``model`` (a new run's starting point; a resumed run loads its own)."""
-    path = resolve_checkpoint_path(cfg.init_from)
+def _load_initial_weights(model: torch.nn.Module, cfg: TrainConfig, classes: list[str] | None = None) -> None:
+    """``cfg.init_from``'s weights into ``model`` (a new run's starting point; a resumed run loads its own). The
+    classifier comes along only when the checkpoint was trained on the same class names (``classes``; e.g. a QAT
+    fine-tune of its own run); on other classes (a fine-tune on a new data set) the model keeps its new head."""
+    try:
+        path = resolve_checkpoint_path(cfg.init_from)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"init_from={cfg.init_from}: no such run directory or checkpoint; pass --set "
+                                "init_from=RUN_DIR (a trained run) or a .safetensors checkpoint") from None
     tensors, meta = read_checkpoint(path)
     if meta.get("model") != cfg.model:
         raise ValueError(f"init_from={cfg.init_from} holds a {meta.get('model')} checkpoint but this run trains "
-                         f"{cfg.model}; start from a {cfg.model} run or drop --set init_from")
-    load_into(model, tensors, path, meta)
+                         f"{cfg.model}; start from a {cfg.model} run (or --set model={meta.get('model')}) or drop "
+                         "--set init_from")
+    if classes is None or list(meta.get("classes", [])) == list(classes):
+        load_into(model, tensors, path, meta)
+        return
+    head = classifier_keys(model)
+    if not head:
+        raise ValueError(f"init_from={cfg.init_from} was trained on other classes and {cfg.model} has no "
+                         "get_classifier() to replace; fine-tune it on the same classes")
+    body = {k: v for k, v in tensors.items() if k not in head}
+    load_into(model, body, path, meta, keep=head)
 
 
 def _log_start(ctx: RunContext, amp_dtype) -> None:
@@ -160,9 +194,24 @@ def _log_start(ctx: RunContext, amp_dtype) -> None:
             f"{len(pipe.train_split)} train / {len(pipe.val_split)} val{' (= test set)' if cfg.val_on_test else ''} "
             f"/ {len(data.test)} test, {cfg.epochs} epochs on {dist.device}{f' ({amp_dtype})' if amp_dtype else ''}"
             f" -> {ctx.run}")
-    ctx.log(f"global batch {cfg.batch_size} = {dist.world} process(es) x {pipe.batches.batch_size}, lr {cfg.lr:g} "
+    per_rank = pipe.batches.batch_size
+    accum = (f" ({cfg.accum_steps} micro-batches of {per_rank // cfg.accum_steps})" if cfg.accum_steps > 1 else "")
+    ctx.log(f"global batch {cfg.batch_size} = {dist.world} process(es) x {per_rank}{accum}, lr {cfg.lr:g} "
             f"(the recipe's values: batch_size is the global batch)"
             f"{', SyncBatchNorm' if cfg.sync_bn and dist.world > 1 else ''}{f', {dist.backend}' if dist.enabled else ''}")
+    options = []
+    if cfg.ema_decay is not None:
+        options.append(f"weight EMA {cfg.ema_decay:g} (timm ModelEmaV3, decay warm-up)")
+    if cfg.warmup_epochs:
+        options.append(f"warmup {cfg.warmup_epochs} epoch(s) from lr {cfg.warmup_lr:g}")
+    if cfg.clip_grad is not None:
+        options.append(f"gradient clipping {cfg.clip_mode} {cfg.clip_grad:g}")
+    if cfg.layer_decay is not None:
+        options.append(f"layer decay {cfg.layer_decay:g} over {len(ctx.opt.param_groups)} parameter groups")
+    if cfg.grad_checkpointing:
+        options.append("activation checkpointing")
+    if options:
+        ctx.log("training options: " + ", ".join(options))
 
 
 # Quantization-aware fine-tuning (``--qat RUN``): epochs and the fraction of the run's learning rate, unless set.
@@ -173,13 +222,14 @@ QAT_LR_FACTOR = 0.1
 def qat_config(run: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """The configuration of ``ghostnest train --qat RUN``: ``RUN``'s own (recipe, data, augmentation, model) starting
     from its best weights with fake int8 quantization, for :data:`QAT_EPOCHS` epochs at :data:`QAT_LR_FACTOR`
-    times its learning rate; ``overrides`` (``KEY=VALUE``) apply last."""
+    times its learning rate, without a weight EMA (which QAT does not take); ``overrides`` (``KEY=VALUE``) apply
+    last."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run} is not a ghostnest run directory (no config.yaml); --qat fine-tunes a "
                                 "trained run")
     base = read_run_config(run)
-    data = {**config_to_dict(base), "init_from": str(resolve_checkpoint_path(run)), "qat": True,
+    data = {**config_to_dict(base), "init_from": str(resolve_checkpoint_path(run)), "qat": True, "ema_decay": None,
             "epochs": QAT_EPOCHS, "lr": base.lr * QAT_LR_FACTOR,
             "description": f"quantization-aware fine-tuning of {run}"}
     return resolve_config(data, list(overrides))

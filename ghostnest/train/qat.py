@@ -6,7 +6,7 @@
 (:mod:`ghostnest.quantize`):
 
 - **weights** of every convolution and linear layer except the classifier: per output channel, symmetric int8 on
-  the export's grid (``[-64, 64]``, scale = max |w| / 64: :data:`ghostnest.quantize.WEIGHT_QMAX`, the 7-bit range
+  the export's grid (``[-64, 64]``, scale = max |w| / 64: :data:`WEIGHT_QMAX`, the 7-bit range
   that CPUs without VNNI need), computed from the current weights at every step, as the exporter
   computes it from the final ones. Per-channel symmetric rounding is unchanged by a per-channel factor, so rounding
   a convolution's weights before BN is folded into them is the rounding of the folded weights the file holds.
@@ -30,8 +30,15 @@ from torch import nn
 from torch.ao.quantization import FusedMovingAvgObsFakeQuantize, MovingAverageMinMaxObserver
 from torch.nn.utils import parametrize
 
-from .layers.mixconv import MixConv2d
-from .quantize import WEIGHT_QMAX
+from ..layers.mixconv import MixConv2d
+
+# The int8 weight grid, one fact for this module and the int8 export (ghostnest.quantize, which imports it from here):
+# weights quantized to [-64, 64] (onnxruntime's reduce_range) instead of [-127, 127]. onnxruntime's u8s8 kernels on
+# x86 CPUs without VNNI (AVX2, plain AVX-512) sum pairs of uint8 x int8 products in int16 (vpmaddubsw), which
+# saturates once 2 x 255 x |w| passes 32,767; a file may be exported on one CPU and run on another, so every file
+# is written for the CPUs that saturate, and quantization-aware training rounds to the same grid.
+REDUCE_RANGE = True
+WEIGHT_QMAX = 64 if REDUCE_RANGE else 127
 
 _PARAM = ".parametrizations.weight.original"
 OBSERVERS = "qat_observers"  # the submodule holding the activation fake-quantize modules, one per observed layer
