@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..data import default_data_dir, load_dataset
-from ..data.datasets import read_image
+from ..data.images import read_image
 from ..data.loader import ToModelInput, resize_batch, resize_steps
 from ..devices import resolve_device
 from ..fileio import atomic_write_bytes, atomic_write_text
@@ -136,7 +136,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
     rows = []
     for i in range(0, len(files), batch_size):
         chunk = files[i:i + batch_size]
-        batch = torch.stack([resize_batch(read_image(f)[None].float(), size)[0].clamp(0, 255) for _, f in chunk])
+        batch = torch.stack([resize_batch(read_image(f, size)[None].float(), size)[0].clamp(0, 255) for _, f in chunk])
         probs = model(norm(batch)).float().softmax(dim=1)
         conf, label = probs.max(dim=1)
         for (ident, _), c, lab in zip(chunk, conf.tolist(), label.tolist(), strict=True):
