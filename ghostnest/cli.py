@@ -214,17 +214,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.model_file:
         from .train.evaluate import evaluate_model_file
 
-        r = evaluate_model_file(args.model_file, args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                                batch_size=args.batch_size, out_dir=args.out)
+        r = evaluate_model_file(args.model_file, args.run, dataset=args.dataset, data_dir=args.data_dir,
+                                batch_size=args.batch_size, out_dir=args.out, which=args.which)
     else:
         from .train.evaluate import evaluate_checkpoint
 
-        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size, out_dir=args.out)
+        r = evaluate_checkpoint(args.run, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                batch_size=args.batch_size, out_dir=args.out, which=args.which)
+    for note in r["notes"]:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    what = f"{r['model_file']} ({r['precision']}, onnxruntime)" if args.model_file else r["model"]
+    if args.model_file:
+        what = f"{r['model_file']} ({r['precision']}, onnxruntime)"
+    else:
+        step = f", step {r['step']} of epoch {r['epoch'] + 1}" if r["step"] else ""
+        what = f"{r['model']} ({r['weights']}: epoch {r['epoch']}{step})" if r["epoch"] is not None else r["model"]
     print(f"{what} on {r['dataset']} ({r['images']} test images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%")
     for name, acc in r["per_class_top1"].items():
         print(f"  {name:<24} {acc:6.2f}%")
@@ -237,14 +243,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint",
-                       description="Evaluate a checkpoint (or a run directory's best.safetensors) on a test split; "
-                       "with --model-file, an exported fp32 or int8 .onnx file of it (run by onnxruntime on the CPU), "
-                       "counting the test predictions that differ from the checkpoint's.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+                       description="Evaluate a checkpoint (or a run directory's best.safetensors, else its "
+                       "last.safetensors) on a test split; with --model-file, an exported fp32 or int8 .onnx file of "
+                       "it (run by onnxruntime on the CPU), counting the test predictions that differ from the "
+                       "checkpoint's. An unfinished run (no results.json) is named as such, with the weights used.")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--checkpoint", dest="which", choices=["best", "last"], default=None,
+                   help="which weights of a run directory: best (the best validation epoch) or last (the latest "
+                   "save, perhaps mid-epoch); default best, or last while the run has no best yet")
     p.add_argument("--model-file", default=None, metavar="FILE.onnx",
                    help="evaluate this exported .onnx file (fp32 or --int8) instead, with the run's test data; its "
                    "classes and input size must match the run's")
-    p.add_argument("--dataset", default=None, help="data set (default: the one it was trained on)")
+    p.add_argument("--dataset", default=None,
+                   help="data set (default: the one it was trained on); results on another one go to "
+                   "eval-DATASET.json and confusion-DATASET.png, and class names that differ are named")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default 256)")

@@ -218,7 +218,8 @@ def save_checkpoint(ctx: RunContext, done: int, step: int = 0, loss_sum=None, se
                "rng": dist.gather(rng), "world_size": dist.world}
     if not dist.main:
         return
-    save_weights(ctx.run / "last.safetensors", ctx.model, {**ctx.meta, "epoch": done, "step": step})
+    save_weights(ctx.run / "last.safetensors", ctx.model, {**ctx.meta, "epoch": done, "step": step,
+                                                            "epoch_steps": len(ctx.pipe.batches)})
     save_resume_state(ctx.run / "last.state.pt", replace(ctx.resume, epoch=done, mid_epoch=mid), ctx.model, ctx.opt,
                       ctx.sched, ctx.scaler, dist.world)
 

@@ -7,13 +7,17 @@ submission the GhostMixNet authors made; GhostMixNet, "Test Acc.").
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
-from ..data import default_data_dir, load_dataset
+from ..data import Split, default_data_dir, load_dataset
 from ..data.images import read_image
 from ..data.loader import ToModelInput, resize_batch, resize_steps
 from ..devices import resolve_device
@@ -51,14 +55,92 @@ def plot_confusion(path: Path, matrix: torch.Tensor, classes: list[str], title: 
 
 
 def test_split_of(meta: dict, path: Path, dataset: str | None, data_dir: str | None):
-    """(name, data) of the data set a checkpoint is evaluated on: ``dataset`` or the one it was trained on, with the
-    checkpoint's class count (else ``ValueError``)."""
+    """(name, data, notes) of the data set a checkpoint is evaluated on: ``dataset`` or the one it was trained on,
+    with the checkpoint's class count (else ``ValueError``). Class names that differ from the checkpoint's are named
+    in ``notes``; the same names in another order are mapped onto the checkpoint's indices (and noted)."""
     name = dataset or meta["dataset"]
     data = load_dataset(name, data_dir or default_data_dir(), download=True)
     if data.num_classes != int(meta["num_classes"]):
         raise ValueError(f"{path} was trained for {meta['num_classes']} classes but {name} has {data.num_classes}; "
                          "evaluate on a data set with the same classes (--dataset)")
-    return name, data
+    notes = []
+    ours, theirs = list(meta["classes"]), list(data.classes)
+    if theirs != ours and sorted(theirs) == sorted(ours):
+        index = torch.tensor([ours.index(c) for c in theirs])
+        data = replace(data, test=Split(data.test.images, index[data.test.labels]), classes=ours)
+        notes.append(f"{name} lists the checkpoint's class names in another order; its labels were mapped onto the "
+                     "checkpoint's by name")
+    elif theirs != ours:
+        pairs = [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+        shown = ", ".join(f"{i}: {a!r} vs {b!r}" for i, a, b in pairs[:5]) + (", ..." if len(pairs) > 5 else "")
+        notes.append(f"class names differ between the checkpoint and {name} at {len(pairs)} of {len(ours)} indices "
+                     f"(checkpoint vs data set: {shown}); accuracy counts matching indices, so it means something "
+                     "only if the indices mean the same classes")
+    return name, data, notes
+
+
+def output_names(out: Path, dataset: str, trained_on: str | None, prefix: str = "") -> tuple[Path, Path]:
+    """(confusion PNG, eval JSON) of an evaluation: ``PREFIXconfusion.png`` / ``PREFIXeval.json`` on the data set the
+    checkpoint was trained on, ``PREFIXconfusion-DATASET.png`` / ``PREFIXeval-DATASET.json`` on another one, so an
+    evaluation elsewhere never replaces the run's own."""
+    suffix = "" if dataset == trained_on else "-" + _slug(dataset)
+    return out / f"{prefix}confusion{suffix}.png", out / f"{prefix}eval{suffix}.json"
+
+
+def _slug(name: str) -> str:
+    """A data set name as part of a file name: ``fake:classes=3,size=16`` -> ``fake-classes=3-size=16``."""
+    slug = re.sub(r"[^A-Za-z0-9._=+]+", "-", name).strip("-.") or "dataset"
+    if len(slug) > 80:  # a long imagefolder path: its tail and a hash of the whole name
+        slug = f"{slug[-60:].lstrip('-.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return slug
+
+
+def pick_weights(source: str | Path, which: str | None = None) -> Path:
+    """The weights file ``eval`` reads: a checkpoint file itself; in a run directory ``best.safetensors``
+    (``which="best"``), ``last.safetensors`` (``"last"``), or by default best if the run has one, else last."""
+    source = Path(source)
+    if which is None:
+        return resolve_checkpoint_path(source)
+    if which not in ("best", "last"):
+        raise ValueError(f"--checkpoint {which!r}: choose best or last")
+    if not source.is_dir():
+        raise ValueError(f"--checkpoint {which} picks the weights of a run directory; {source} is a file (pass the run "
+                         "directory, or drop --checkpoint)")
+    path = source / f"{which}.safetensors"
+    if not path.is_file():
+        resolve_checkpoint_path(source)  # not a run directory at all: that error first
+        raise FileNotFoundError(f"{source} has no {path.name} yet (no epoch has finished); evaluate its last weights "
+                                "with --checkpoint last, or continue the run with ghostnest train --resume "
+                                f"{source}")
+    return path
+
+
+def weights_facts(path: Path, meta: dict) -> dict:
+    """Which weights an evaluation used and where the run stood: ``weights`` (file name), ``epoch`` (finished epochs
+    when saved), ``step`` (steps into the next epoch, for a mid-epoch save), ``run_finished`` (None for a
+    checkpoint outside a run directory) and, for an unfinished run, ``note``: one line saying so."""
+    run = path.parent
+    facts = {"weights": path.name, "epoch": meta.get("epoch"), "step": int(meta.get("step") or 0),
+             "run_finished": None}
+    if not (run / "config.yaml").is_file():
+        return facts
+    facts["run_finished"] = (run / "results.json").is_file()
+    if facts["run_finished"]:
+        return facts
+    try:
+        epochs = f" of {int(yaml.safe_load((run / 'config.yaml').read_text())['epochs'])}"
+    except Exception:  # a damaged config.yaml: the note goes without the epoch count
+        epochs = ""
+    epoch, step = int(meta.get("epoch") or 0), facts["step"]
+    if step:
+        total = f" of {meta['epoch_steps']}" if meta.get("epoch_steps") else ""
+        when = f"saved at step {step}{total} of epoch {epoch + 1}{epochs}, in the middle of that epoch"
+    else:
+        when = f"saved after epoch {epoch}{epochs}"
+    best = "" if (run / "best.safetensors").is_file() else "; it has no best.safetensors yet"
+    facts["note"] = (f"{run} is an unfinished run (no results.json): evaluating {path.name}, the weights {when}"
+                     f"{best}; continue it with: ghostnest train --resume {run}")
+    return facts
 
 
 def eval_preprocess(data, meta: dict, device: torch.device) -> ToModelInput:
@@ -80,20 +162,26 @@ def _report(res: dict, labels: torch.Tensor, meta: dict, png: Path, title: str) 
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, data_dir: str | None = None,
-                        device: str = "auto", batch_size: int = 256, out_dir: str | Path | None = None) -> dict:
-    """Evaluate a checkpoint (or a run directory's best one) on the test split of ``dataset``
-    (default: the data set it was trained on). Writes ``confusion.png`` (and ``eval.json``) next to the
-    checkpoint, or into ``out_dir``."""
-    path = resolve_checkpoint_path(checkpoint)
+                        device: str = "auto", batch_size: int = 256, out_dir: str | Path | None = None,
+                        which: str | None = None) -> dict:
+    """Evaluate a checkpoint, or a run directory's best (``which="last"``: last) one, on the test split of
+    ``dataset`` (default: the data set it was trained on). Writes ``confusion.png`` and ``eval.json`` (on another
+    data set ``confusion-DATASET.png`` and ``eval-DATASET.json``, :func:`output_names`) next to the checkpoint, or
+    into ``out_dir``. The result says which weights it used (:func:`weights_facts`); ``notes`` holds one line per
+    thing to warn about (an unfinished run, class names that differ)."""
+    path = pick_weights(checkpoint, which)
     dev = resolve_device(device)
     model, meta = load_checkpoint(path, dev)
-    name, data = test_split_of(meta, path, dataset, data_dir)
+    facts = weights_facts(path, meta)
+    name, data, notes = test_split_of(meta, path, dataset, data_dir)
     res = evaluate(model, data.test, eval_preprocess(data, meta, dev), batch_size,
                    lambda: torch.autocast(dev.type, enabled=False), meta["num_classes"], with_preds=True)
-    out = Path(out_dir) if out_dir else path.parent
-    result = {"checkpoint": str(path), "model": meta["model"], "dataset": name,
-              **_report(res, data.test.labels, meta, out / "confusion.png", f"{meta['model']} on {name}")}
-    atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
+    png, js = output_names(Path(out_dir) if out_dir else path.parent, name, meta.get("dataset"))
+    notes = ([facts.pop("note")] if "note" in facts else []) + notes
+    result = {"checkpoint": str(path), "model": meta["model"], "dataset": name, "trained_on": meta.get("dataset"),
+              **facts, "notes": notes,
+              **_report(res, data.test.labels, meta, png, f"{meta['model']} ({path.stem}) on {name}")}
+    atomic_write_text(js, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -154,21 +242,22 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
 
 def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset: str | None = None,
                         data_dir: str | None = None, batch_size: int = 256, out_dir: str | Path | None = None,
-                        threads: int | None = None) -> dict:
+                        threads: int | None = None, which: str | None = None) -> dict:
     """``ghostnest eval RUN --model-file FILE.onnx``: the report of :func:`evaluate_checkpoint` (top-1, top-5,
     per-class accuracy, confusion matrix) for an exported fp32 or int8 ONNX file run by onnxruntime on the CPU, on
     the test split of the run's data set, fed through the run's evaluation preprocessing; plus how many test
     predictions differ from the fp32 checkpoint's (run in PyTorch on the same batches).
 
     The file must have been exported for the run's classes and input size (else ``ValueError``). Writes
-    ``FILE.confusion.png`` and ``FILE.eval.json`` beside the file, or into ``out_dir``.
+    ``FILE.confusion.png`` and ``FILE.eval.json`` (on another data set ``FILE.confusion-DATASET.png``,
+    ``FILE.eval-DATASET.json``) beside the file, or into ``out_dir``.
     """
     import contextlib
 
     from ..export import OnnxClassifier
 
     model_file = Path(model_file)
-    path = resolve_checkpoint_path(checkpoint)
+    path = pick_weights(checkpoint, which)
     if model_file.suffix != ".onnx":
         raise ValueError(f"--model-file {model_file}: expected an exported .onnx file (fp32 or --int8)")
     runner = OnnxClassifier(model_file, threads=threads)
@@ -182,20 +271,22 @@ def evaluate_model_file(model_file: str | Path, checkpoint: str | Path, dataset:
         raise ValueError(f"{model_file} takes {fmeta.get('input_size')}x{fmeta.get('input_size')} images but {path} "
                          f"was trained at {meta['input_size']}x{meta['input_size']}; evaluate a file exported from "
                          "this run (without --input)")
-    name, data = test_split_of(meta, path, dataset, data_dir)
+    facts = weights_facts(path, meta)
+    name, data, notes = test_split_of(meta, path, dataset, data_dir)
+    notes = ([facts.pop("note")] if "note" in facts else []) + notes
     norm = eval_preprocess(data, meta, torch.device("cpu"))
     fp32 = contextlib.nullcontext
     ref = evaluate(model, data.test, norm, batch_size, fp32, n, with_preds=True)
     res = evaluate(runner, data.test, norm, batch_size, fp32, n, with_preds=True)
-    out = Path(out_dir) if out_dir else model_file.parent
     stem = model_file.name[:-len(".onnx")]
+    png, js = output_names(Path(out_dir) if out_dir else model_file.parent, name, meta.get("dataset"), f"{stem}.")
     result = {"model_file": str(model_file), "precision": "int8" if runner.int8 else "fp32", "checkpoint": str(path),
-              "model": meta["model"], "dataset": name,
-              **_report(res, data.test.labels, meta, out / f"{stem}.confusion.png", f"{model_file.name} on {name}"),
+              "model": meta["model"], "dataset": name, "trained_on": meta.get("dataset"), **facts, "notes": notes,
+              **_report(res, data.test.labels, meta, png, f"{model_file.name} on {name}"),
               "checkpoint_top1": ref["top1"], "checkpoint_top5": ref["top5"],
               "predictions_differ": int((res["preds"] != ref["preds"]).sum()),
               "file_bytes": model_file.stat().st_size}
     if runner.int8:
         result["int8"] = fmeta["int8"]
-    atomic_write_text(out / f"{stem}.eval.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(js, json.dumps(result, indent=2) + "\n")
     return result
