@@ -29,6 +29,17 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unsupported export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def _check_suffix(fmt: str, out: str | Path) -> None:
+    """``ValueError`` unless ``out`` ends in ``fmt``'s suffix: the suffix is how predict, eval and read_metadata
+    tell the formats apart, so an ONNX file named ``.pt2`` would be unreadable by them."""
+    suffix = Path(out).suffix.lower()
+    if suffix != SUFFIXES[fmt]:
+        other = next((f for f, x in SUFFIXES.items() if x == suffix), None)
+        what = f"the suffix of {other} files" if other else (f"the suffix {suffix!r}" if suffix else "no suffix")
+        raise ValueError(f"--out {out} has {what} but --format {fmt} writes {SUFFIXES[fmt]} files; name it "
+                         f"{Path(out).with_suffix(SUFFIXES[fmt])}" + (f" (or use --format {other})" if other else ""))
+
+
 def _example_input(batch: int | str, input_size: int, in_chans: int = 3) -> tuple[torch.Tensor, int | None]:
     if batch == "dynamic":
         return torch.randn(2, in_chans, input_size, input_size), None
@@ -228,6 +239,7 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
     groups ``float_layers`` kept in float."""
     _check_format(fmt)
+    _check_suffix(fmt, out)
     if input_size is not None and input_size < 1:
         raise ValueError(f"--input {input_size} must be a positive image size in pixels (or leave it out for the "
                          "checkpoint's own size)")

@@ -21,7 +21,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:  # name the file asked for, not the temporary one beside it
+        raise type(exc)(f"cannot write {path}: {exc.strerror or exc} (in {path.parent}); choose a writable "
+                        "location") from None
     os.close(fd)
     tmp = Path(tmp)
     try:

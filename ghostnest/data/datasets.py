@@ -178,6 +178,10 @@ def _torchvision_cifar(kind: str):
 def _load_cifar(kind: str, name: str, root: Path, download: bool) -> ImageData:
     base_kind = "cifar10" if kind == "cifar10" else "cifar100"
     folder, archive, files = _CIFAR_FILES[base_kind]
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"the data folder {root} is a file, not a folder: point --data-dir (or "
+                                 f"$GHOSTNEST_DATA) at the folder that holds {folder}/ or {archive}, or where "
+                                 "they may be downloaded")
     cls = _torchvision_cifar(base_kind)
     present = all((root / folder / f).is_file() for f in files)
     if not present:

@@ -211,6 +211,10 @@ def predict(checkpoint: str | Path, inputs: list[str], out: str | Path = "predic
     ``mean``/``std``: the preprocessing of its training run.
     """
     dev = resolve_device(device)
+    if Path(checkpoint).suffix.lower() == ".pt2":
+        raise ValueError(f"{checkpoint} is a torch.export file: predict takes a run directory, its .safetensors "
+                         "checkpoint or an exported .onnx file (a .pt2 file runs in Python: torch.export.load(path)"
+                         ".module(), with its preprocessing from ghostnest.export.read_metadata(path))")
     if Path(checkpoint).suffix == ".onnx":  # an exported model, run by onnxruntime on the CPU
         from ..export import OnnxClassifier
 
