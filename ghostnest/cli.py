@@ -3,12 +3,23 @@
 Every subcommand is registered in ``COMMANDS`` below by an ``add_<name>_parser`` function. A mistake by the user
 (bad name, bad file, bad value) raises ``ValueError``/``OSError`` inside the library; ``main`` turns it into a
 one-line ``error: ...`` message and exit status 2, never a bare traceback.
+
+Start-up: the ``ghostnest`` console script (``ghostnest_launcher``) loads this file without importing the package
+(which imports torch and timm), so that ``--version`` and ``--help`` answer at once. Hence the one rule of this
+file: nothing at module level and nothing in an ``add_*_parser`` function imports another ghostnest module (or
+torch); the ``_cmd_*`` functions import what they need (tests/test_startup.py checks it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
+import hashlib
 import json
+import os
+import re
 import sys
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -23,10 +34,7 @@ def positive_int(text: str) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .registry import list_models
-    from .stats import model_stats
-
-    rows = [model_stats(n, args.num_classes) for n in list_models(args.pattern)]
+    rows = model_rows(args.pattern, args.num_classes)
     if not rows:
         raise ValueError(f"no model matches {args.pattern!r}; run `ghostnest models` to list them all")
     if args.json:
@@ -41,6 +49,62 @@ def _cmd_models(args: argparse.Namespace) -> int:
         )
     print("params counted at the paper's class count; GFLOPs per image (multiply-add = 2 FLOPs) at the input size")
     return 0
+
+
+def model_rows(pattern: str = "*", num_classes: int | None = None) -> list[dict]:
+    """``ghostnest.stats.model_stats`` of every model matching ``pattern``, from a cache where it holds them.
+
+    Counting needs the package (torch, timm) and a pass of FlopCounterMode per model (seconds for the large ones);
+    the figures depend only on the package's source, torch's and timm's versions and the class count, so they are
+    kept in ``CACHE/models-CLASSES.json`` under a key made of exactly those (:func:`_models_cache_key`): an edit to
+    any model file, or another torch or timm, recounts. CACHE is ``$GHOSTNEST_CACHE``, else
+    ``$XDG_CACHE_HOME/ghostnest`` or ``~/.cache/ghostnest``; a cache that cannot be written is skipped."""
+    path = _cache_dir() / f"models-{num_classes or 'paper'}.json"
+    key = _models_cache_key()
+    cache: dict = {}
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        cache = json.loads(path.read_text())
+        cache = cache if cache.get("key") == key else {}
+    rows = cache.get("rows", {})
+    if "names" in cache:
+        want = [n for n in cache["names"] if fnmatch.fnmatch(n, pattern)]
+        if all(n in rows for n in want):
+            return [rows[n] for n in want]
+    from .fileio import atomic_write_text
+    from .registry import list_models
+    from .stats import model_stats
+
+    want = list_models(pattern)
+    for name in want:
+        if name not in rows:
+            rows[name] = model_stats(name, num_classes)
+    with contextlib.suppress(OSError):
+        atomic_write_text(path, json.dumps({"key": key, "names": list_models(), "rows": rows}) + "\n")
+    return [rows[n] for n in want]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GHOSTNEST_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ghostnest"
+
+
+def _models_cache_key() -> str:
+    """A hash of everything ``ghostnest models`` figures depend on: every source file of the package (its models,
+    layers, registry, counting code) and the installed torch and timm versions."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for f in sorted(package.rglob("*.py")):
+        digest.update(f"{f.relative_to(package)}\0".encode() + f.read_bytes() + b"\0")
+    for dist in ("torch", "timm"):
+        try:
+            digest.update(f"{dist}=={metadata.version(dist)}\0".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist} not installed\0".encode())
+    return digest.hexdigest()
 
 
 def add_models_parser(sub) -> None:
@@ -215,12 +279,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from .train.evaluate import evaluate_model_file
 
         r = evaluate_model_file(args.model_file, args.run, dataset=args.dataset, data_dir=args.data_dir,
-                                batch_size=args.batch_size, out_dir=args.out, which=args.which)
+                                batch_size=args.batch_size or 64, out_dir=args.out, which=args.which,
+                                threads=args.threads)
     else:
         from .train.evaluate import evaluate_checkpoint
 
         r = evaluate_checkpoint(args.run, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size, out_dir=args.out, which=args.which)
+                                batch_size=args.batch_size, out_dir=args.out, which=args.which, threads=args.threads)
     for note in r["notes"]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
@@ -259,7 +324,10 @@ def add_eval_parser(sub) -> None:
                    "eval-DATASET.json and confusion-DATASET.png, and class names that differ are named")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per evaluation batch (default 64 on the CPU, 256 on a GPU)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the run's recipe's `threads`, else one per core)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where confusion.png/eval.json go (default: beside it; with --model-file FILE.onnx, "
                    "FILE.confusion.png/FILE.eval.json beside the file)")
@@ -270,7 +338,7 @@ def add_eval_parser(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .train.evaluate import predict
 
-    rows = predict(args.checkpoint, args.images, out=args.out, device=args.device)
+    rows = predict(args.checkpoint, args.images, out=args.out, device=args.device, threads=args.threads)
     print(f"wrote {len(rows)} predictions to {args.out}")
     return 0
 
@@ -284,6 +352,8 @@ def add_predict_parser(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the run's recipe's `threads`, else one per core)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -319,12 +389,13 @@ def _positive_int(text: str, flag: str) -> int:
     return value
 
 
-def add_export_parser(sub) -> None:
-    from .export import FORMATS
+EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")  # ghostnest.export.FORMATS (tests/test_startup.py)
 
+
+def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export or safetensors")
     p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
     p.add_argument("--input", type=positive_int, default=None,
                    help="input size (default: the checkpoint's or model's)")
@@ -350,13 +421,19 @@ COMMANDS = [add_models_parser, add_bench_parser, add_report_parser, add_train_pa
             add_eval_parser, add_predict_parser, add_export_parser]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def package_version() -> str:
+    """ghostnest's ``__version__``, read from ``ghostnest/__init__.py`` when the package is not imported."""
+    if "ghostnest" in sys.modules and hasattr(sys.modules["ghostnest"], "__version__"):
+        return sys.modules["ghostnest"].__version__
+    text = (Path(__file__).resolve().parent / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ghostnest", description="ME-NeSt-Ghost and GhostMixNet: build, train, evaluate, benchmark."
     )
-    parser.add_argument("--version", action="version", version=f"ghostnest {__version__}")
+    parser.add_argument("--version", action="version", version=f"ghostnest {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
