@@ -116,7 +116,7 @@ def add_models_parser(sub) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_command, environment, format_data, format_table
+    from .bench import bench_command, environment, format_data, format_table, spread_warning
 
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     kind, rows = bench_command(
@@ -130,11 +130,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    env = environment(args.device)
-    print(format_table(rows))
-    where = env["gpu"] or f"{env['cpu']}, {env['usable_cores']} cores"
-    print(f"{where}; torch {env['torch']}; {env['date_utc']}")
+    else:
+        env = environment(args.device)
+        print(format_table(rows))
+        where = env["gpu"] or f"{env['cpu']}, {env['usable_cores']} cores"
+        print(f"{where}; torch {env['torch']}; {env['date_utc']}", flush=True)
+    warning = spread_warning(rows)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

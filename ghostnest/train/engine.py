@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .distributed import Dist
 from .metrics import plot_curves, write_metrics
 from .optim import loss_fn
+from .progress import StepLog, eta_seconds
 from .resume import ResumeState, save_resume_state
 from .rundir import write_results
 from .stop import StopRequest
@@ -119,6 +120,7 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     n = len(pipe.batches)
     bar = tqdm(total=n, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not (ctx.progress and sys.stderr.isatty()), dynamic_ncols=True)  # no bar in a log file
+    steplog = StepLog(ctx.progress and not sys.stderr.isatty(), ctx.log, epoch, cfg.epochs, n, step, cfg.batch_size)
     order_seed, worker_seed = epoch_seed(cfg.seed, epoch) + 1, epoch_seed(cfg.seed, epoch) + 2 * dist.rank + 1
     wait, t_loop = [0.0], time.perf_counter()
     for images, labels in _timed(pipe.batches.epoch(order_seed, worker_seed, skip=step), wait):
@@ -140,6 +142,8 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
             if not math.isfinite(running):
                 raise _diverged(f"loss became {running} in epoch {epoch + 1} (step {step})", ctx)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+            steplog.loss = running
+        steplog.update(step)  # a line every LOG_EVERY_S seconds in a log file
         if step < n:
             stopping, every = _stop_or_save(ctx, step)
             if stopping or every:
@@ -228,7 +232,7 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
     """Train from ``ctx.resume`` to ``cfg.epochs``, then test the best checkpoint; results.json's dict. A stop
     signal (or ``stop_after`` epochs) returns early with ``stopped_at``."""
     cfg, dist, state = ctx.cfg, ctx.dist, ctx.resume
-    start, t_run = state.epoch, time.time()
+    start = state.epoch
     try:
         for epoch in range(start, cfg.epochs):
             lr = ctx.opt.param_groups[0]["lr"]
@@ -245,7 +249,7 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
             row = {"epoch": done, "lr": lr, "train_loss": train_loss, "val_loss": val["loss"],
                    "val_top1": val["top1"], "val_top5": val["top5"], "seconds": round(time.time() - t0, 3)}
             is_best = _record_epoch(ctx, row)
-            eta = (time.time() - t_run) / (done - start) * (cfg.epochs - done)
+            eta = eta_seconds([r["seconds"] for r in state.rows[start - done:]], cfg.epochs - done)
             ctx.log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {train_loss:.4f}  val_loss "
                     f"{val['loss']:.4f}  val_top1 {val['top1']:.2f}%  val_top5 {val['top5']:.2f}%  "
                     f"{row['seconds']:.1f}s{_input_note(ctx, done)}{'  *best*' if is_best else ''}  ETA "

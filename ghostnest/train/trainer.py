@@ -25,6 +25,7 @@ from .distributed import Dist, peer_failure, setup
 from .engine import RunContext, fit
 from .metrics import write_metrics
 from .optim import autocast_for, build_optimizer, build_scheduler
+from .progress import plural, resume_line
 from .resume import ResumeState, load_resume_state
 from .rundir import auto_resume_plan, open_run, read_run_config, write_config
 from .stop import StopRequest
@@ -120,8 +121,11 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     ctx = RunContext(cfg, run, dist, stop, data, pipe, model, step_model, opt, sched, scaler, autocast, meta,
                      params, state, progress)
     if resuming and state.epoch >= cfg.epochs:
-        ctx.log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint")
+        ctx.log(f"{run}: all {plural(cfg.epochs, 'epoch')} done; evaluating the best checkpoint")
     _log_start(ctx, amp_dtype)
+    if resuming and state.epoch < cfg.epochs:
+        ctx.log(resume_line(run, state.epoch, (state.mid_epoch or {}).get("step", 0), len(pipe.batches),
+                            state.best_top1, state.best_epoch))
     return ctx
 
 
@@ -158,9 +162,10 @@ def _log_start(ctx: RunContext, amp_dtype) -> None:
     cfg, dist, pipe, data = ctx.cfg, ctx.dist, ctx.pipe, ctx.data
     ctx.log(f"{cfg.recipe}: {cfg.model} ({ctx.params:,} params) on {data.name} {pipe.image_size}px, "
             f"{len(pipe.train_split)} train / {len(pipe.val_split)} val{' (= test set)' if cfg.val_on_test else ''} "
-            f"/ {len(data.test)} test, {cfg.epochs} epochs on {dist.device}{f' ({amp_dtype})' if amp_dtype else ''}"
-            f" -> {ctx.run}")
-    ctx.log(f"global batch {cfg.batch_size} = {dist.world} process(es) x {pipe.batches.batch_size}, lr {cfg.lr:g} "
+            f"/ {len(data.test)} test, {plural(cfg.epochs, 'epoch')} on {dist.device}"
+            f"{f' ({amp_dtype})' if amp_dtype else ''} -> {ctx.run}")
+    ctx.log(f"global batch {cfg.batch_size} = {plural(dist.world, 'process')} x {pipe.batches.batch_size}, "
+            f"lr {cfg.lr:g} "
             f"(the recipe's values: batch_size is the global batch)"
             f"{', SyncBatchNorm' if cfg.sync_bn and dist.world > 1 else ''}{f', {dist.backend}' if dist.enabled else ''}")
 
