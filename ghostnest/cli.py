@@ -405,16 +405,20 @@ def add_export_parser(sub) -> None:
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--fuse", action="store_true", help="export the fused inference model (ghostnest.fuse: BN folded)")
     g = p.add_argument_group("int8 (post-training static quantization, docs/deployment.md)")
+    # The defaults below are ghostnest.quantize's (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, DEFAULT_FLOAT_LAYERS,
+    # 7-bit weights: REDUCE_RANGE), written out so that --help imports nothing; tests/test_startup.py compares them.
     g.add_argument("--int8", action="store_true",
                    help="with --format onnx: fuse, calibrate on the run's training split (its eval preprocessing) and "
-                   "write an int8 QDQ file (per-channel int8 weights); needs a run directory or checkpoint")
+                   "write an int8 QDQ file (per-channel weights on a 7-bit grid, [-64, 64], which onnxruntime's int8 "
+                   "kernels on CPUs without VNNI do not overflow; docs/deployment.md); needs a run directory or "
+                   "checkpoint")
     g.add_argument("--calib-images", type=int, default=None, metavar="N",
                    help="calibration images drawn from the run's training split (default 512)")
     g.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default=None,
                    help="activation range calibration (default minmax)")
     g.add_argument("--float-layers", default=None, metavar="GROUPS",
                    help="layer groups kept in float, comma-separated from se, classifier, attention, mish, or "
-                   "'none' (default: classifier)")
+                   "'none' (default: classifier,mish)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="data folder holding the run's data set (default: the run's, $GHOSTNEST_DATA or ./data)")
     p.set_defaults(func=_cmd_export)

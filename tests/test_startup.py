@@ -134,3 +134,18 @@ def test_eval_uses_the_runs_own_thread_count(tmp_path, monkeypatch):
     with cpu_threads(3, tmp_path / "best.safetensors"):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
+
+
+def test_export_help_states_the_quantizers_defaults():
+    from ghostnest import quantize
+
+    parser = cli.build_parser()
+    export = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "export")[1]
+    helps = {a.dest: a.help for a in export._actions}
+    assert f"(default {quantize.DEFAULT_CALIB_IMAGES})" in helps["calib_images"]
+    assert f"(default {quantize.DEFAULT_CALIB_METHOD})" in helps["calib_method"]
+    assert tuple(next(a for a in export._actions if a.dest == "calib_method").choices) == quantize.CALIBRATION_METHODS
+    assert f"(default: {','.join(quantize.DEFAULT_FLOAT_LAYERS)})" in helps["float_layers"]
+    assert ", ".join(quantize.LAYER_GROUPS) in helps["float_layers"]
+    bits = 7 if quantize.REDUCE_RANGE else 8
+    assert f"{bits}-bit grid, [-{quantize.WEIGHT_QMAX}, {quantize.WEIGHT_QMAX}]" in helps["int8"]
