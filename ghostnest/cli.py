@@ -62,9 +62,10 @@ def model_rows(pattern: str = "*", num_classes: int | None = None) -> list[dict]
     path = _cache_dir() / f"models-{num_classes or 'paper'}.json"
     key = _models_cache_key()
     cache: dict = {}
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        cache = json.loads(path.read_text())
-        cache = cache if cache.get("key") == key else {}
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # missing, unreadable or not this package's
+        loaded = json.loads(path.read_text())
+        if loaded.get("key") == key:
+            cache = loaded
     rows = cache.get("rows", {})
     if "names" in cache:
         want = [n for n in cache["names"] if fnmatch.fnmatch(n, pattern)]
