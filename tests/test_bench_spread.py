@@ -29,7 +29,7 @@ def test_the_ratio_is_given_round_by_round():
     rows = rows_of([[10, 10, 10, 10], [5, 10, 20, 40]])
     assert (rows[1]["ratio_p25"], rows[1]["ratio_p75"]) == pytest.approx((0.875, 2.5))  # ... these do not
     assert rows[0]["ratio_p25"] == rows[0]["ratio_p75"] == 1.0
-    assert "0.88-2.50" in format_table(rows) and "(per round)" in format_table(rows)
+    assert "0.875-2.5" in format_table(rows) and "(per round)" in format_table(rows)
 
 
 def test_steady_timings_give_no_warning():

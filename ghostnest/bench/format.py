@@ -50,4 +50,4 @@ def _ratio_spread(row: dict) -> str:
     """``p25-p75`` of a row's ratio to the first model, round by round (empty for rows without it)."""
     if "ratio_p25" not in row:
         return ""
-    return f"{row['ratio_p25']:.2f}-{row['ratio_p75']:.2f}"
+    return f"{row['ratio_p25']:.3g}-{row['ratio_p75']:.3g}"

@@ -42,7 +42,7 @@ def spread_warning(rows: list[dict]) -> str | None:
         if "ratio_p25" in r and r["ratio_to_first"]:
             rel = (r["ratio_p75"] - r["ratio_p25"]) / r["ratio_to_first"]
             if rel > worst:
-                worst, what = rel, (f"{r['name']}: ratio to the first {r['ratio_p25']:.2f}-{r['ratio_p75']:.2f}x "
+                worst, what = rel, (f"{r['name']}: ratio to the first {r['ratio_p25']:.3g}-{r['ratio_p75']:.3g}x "
                                     "round by round")
     if worst <= WIDE_SPREAD:
         return None
