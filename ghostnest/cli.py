@@ -3,12 +3,23 @@
 Every subcommand is registered in ``COMMANDS`` below by an ``add_<name>_parser`` function. A mistake by the user
 (bad name, bad file, bad value) raises ``ValueError``/``OSError`` inside the library; ``main`` turns it into a
 one-line ``error: ...`` message and exit status 2, never a bare traceback.
+
+Start-up: the ``ghostnest`` console script (``ghostnest_launcher``) loads this file without importing the package
+(which imports torch and timm), so that ``--version`` and ``--help`` answer at once. Hence the one rule of this
+file: nothing at module level and nothing in an ``add_*_parser`` function imports another ghostnest module (or
+torch); the ``_cmd_*`` functions import what they need (tests/test_startup.py checks it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
+import hashlib
 import json
+import os
+import re
 import sys
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -23,10 +34,7 @@ def positive_int(text: str) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .registry import list_models
-    from .stats import model_stats
-
-    rows = [model_stats(n, args.num_classes) for n in list_models(args.pattern)]
+    rows = model_rows(args.pattern, args.num_classes)
     if not rows:
         raise ValueError(f"no model matches {args.pattern!r}; run `ghostnest models` to list them all")
     if args.json:
@@ -43,6 +51,63 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_rows(pattern: str = "*", num_classes: int | None = None) -> list[dict]:
+    """``ghostnest.stats.model_stats`` of every model matching ``pattern``, from a cache where it holds them.
+
+    Counting needs the package (torch, timm) and a pass of FlopCounterMode per model (seconds for the large ones);
+    the figures depend only on the package's source, torch's and timm's versions and the class count, so they are
+    kept in ``CACHE/models-CLASSES.json`` under a key made of exactly those (:func:`_models_cache_key`): an edit to
+    any model file, or another torch or timm, recounts. CACHE is ``$GHOSTNEST_CACHE``, else
+    ``$XDG_CACHE_HOME/ghostnest`` or ``~/.cache/ghostnest``; a cache that cannot be written is skipped."""
+    path = _cache_dir() / f"models-{num_classes or 'paper'}.json"
+    key = _models_cache_key()
+    cache: dict = {}
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # missing, unreadable or not this package's
+        loaded = json.loads(path.read_text())
+        if loaded.get("key") == key:
+            cache = loaded
+    rows = cache.get("rows", {})
+    if "names" in cache:
+        want = [n for n in cache["names"] if fnmatch.fnmatch(n, pattern)]
+        if all(n in rows for n in want):
+            return [rows[n] for n in want]
+    from .fileio import atomic_write_text
+    from .registry import list_models
+    from .stats import model_stats
+
+    want = list_models(pattern)
+    for name in want:
+        if name not in rows:
+            rows[name] = model_stats(name, num_classes)
+    with contextlib.suppress(OSError):
+        atomic_write_text(path, json.dumps({"key": key, "names": list_models(), "rows": rows}) + "\n")
+    return [rows[n] for n in want]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GHOSTNEST_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ghostnest"
+
+
+def _models_cache_key() -> str:
+    """A hash of everything ``ghostnest models`` figures depend on: every source file of the package (its models,
+    layers, registry, counting code) and the installed torch and timm versions."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for f in sorted(package.rglob("*.py")):
+        digest.update(f"{f.relative_to(package)}\0".encode() + f.read_bytes() + b"\0")
+    for dist in ("torch", "timm"):
+        try:
+            digest.update(f"{dist}=={metadata.version(dist)}\0".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist} not installed\0".encode())
+    return digest.hexdigest()
+
+
 def add_models_parser(sub) -> None:
     p = sub.add_parser("models", help="list every model: parameters, GFLOPs, default input size")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'menest*'")
@@ -52,7 +117,7 @@ def add_models_parser(sub) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_command, environment, format_data, format_table
+    from .bench import bench_command, environment, format_data, format_table, spread_warning
 
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     kind, rows = bench_command(
@@ -66,11 +131,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    env = environment(args.device)
-    print(format_table(rows))
-    where = env["gpu"] or f"{env['cpu']}, {env['usable_cores']} cores"
-    print(f"{where}; torch {env['torch']}; {env['date_utc']}")
+    else:
+        env = environment(args.device)
+        print(format_table(rows))
+        where = env["gpu"] or f"{env['cpu']}, {env['usable_cores']} cores"
+        print(f"{where}; torch {env['torch']}; {env['date_utc']}", flush=True)
+    warning = spread_warning(rows)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -252,17 +320,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.model_file:
         from .train.evaluate import evaluate_model_file
 
-        r = evaluate_model_file(args.model_file, args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                                batch_size=args.batch_size, out_dir=args.out)
+        r = evaluate_model_file(args.model_file, args.run, dataset=args.dataset, data_dir=args.data_dir,
+                                batch_size=args.batch_size or 64, out_dir=args.out, which=args.which,
+                                threads=args.threads)
     else:
         from .train.evaluate import evaluate_checkpoint
 
-        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size, out_dir=args.out)
+        r = evaluate_checkpoint(args.run, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                batch_size=args.batch_size, out_dir=args.out, which=args.which, threads=args.threads)
+    for note in r["notes"]:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    what = f"{r['model_file']} ({r['precision']}, onnxruntime)" if args.model_file else r["model"]
+    if args.model_file:
+        what = f"{r['model_file']} ({r['precision']}, onnxruntime)"
+    else:
+        step = f", step {r['step']} of epoch {r['epoch'] + 1}" if r["step"] else ""
+        what = f"{r['model']} ({r['weights']}: epoch {r['epoch']}{step})" if r["epoch"] is not None else r["model"]
     print(f"{what} on {r['dataset']} ({r['images']} test images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%")
     for name, acc in r["per_class_top1"].items():
         print(f"  {name:<24} {acc:6.2f}%")
@@ -275,17 +350,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint",
-                       description="Evaluate a checkpoint (or a run directory's best.safetensors) on a test split; "
-                       "with --model-file, an exported fp32 or int8 .onnx file of it (run by onnxruntime on the CPU), "
-                       "counting the test predictions that differ from the checkpoint's.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+                       description="Evaluate a checkpoint (or a run directory's best.safetensors, else its "
+                       "last.safetensors) on a test split; with --model-file, an exported fp32 or int8 .onnx file of "
+                       "it (run by onnxruntime on the CPU), counting the test predictions that differ from the "
+                       "checkpoint's. An unfinished run (no results.json) is named as such, with the weights used.")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--checkpoint", dest="which", choices=["best", "last"], default=None,
+                   help="which weights of a run directory: best (the best validation epoch) or last (the latest "
+                   "save, perhaps mid-epoch); default best, or last while the run has no best yet")
     p.add_argument("--model-file", default=None, metavar="FILE.onnx",
                    help="evaluate this exported .onnx file (fp32 or --int8) instead, with the run's test data; its "
                    "classes and input size must match the run's")
-    p.add_argument("--dataset", default=None, help="data set (default: the one it was trained on)")
+    p.add_argument("--dataset", default=None,
+                   help="data set (default: the one it was trained on); results on another one go to "
+                   "eval-DATASET.json and confusion-DATASET.png, and class names that differ are named")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data folder (default $GHOSTNEST_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per evaluation batch (default 64 on the CPU, 256 on a GPU)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the run's recipe's `threads`, else one per core)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where confusion.png/eval.json go (default: beside it; with --model-file FILE.onnx, "
                    "FILE.confusion.png/FILE.eval.json beside the file)")
@@ -296,7 +380,7 @@ def add_eval_parser(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .train.evaluate import predict
 
-    rows = predict(args.checkpoint, args.images, out=args.out, device=args.device)
+    rows = predict(args.checkpoint, args.images, out=args.out, device=args.device, threads=args.threads)
     print(f"wrote {len(rows)} predictions to {args.out}")
     return 0
 
@@ -310,6 +394,8 @@ def add_predict_parser(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the run's recipe's `threads`, else one per core)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -335,21 +421,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_export_parser(sub) -> None:
-    from .export import FORMATS
+EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")  # ghostnest.export.FORMATS (tests/test_startup.py)
 
+
+def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export or safetensors")
     p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
     p.add_argument("--input", type=positive_int, default=None,
                    help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--fuse", action="store_true", help="export the fused inference model (ghostnest.fuse: BN folded)")
     g = p.add_argument_group("int8 (post-training static quantization, docs/deployment.md)")
+    # The defaults below are ghostnest.quantize's (DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, DEFAULT_FLOAT_LAYERS,
+    # 7-bit weights: REDUCE_RANGE), written out so that --help imports nothing; tests/test_startup.py compares them.
     g.add_argument("--int8", action="store_true",
                    help="with --format onnx: fuse, calibrate on the run's training split (its eval preprocessing) and "
-                   "write an int8 QDQ file (per-channel int8 weights); needs a run directory or checkpoint")
+                   "write an int8 QDQ file (per-channel weights on a 7-bit grid, [-64, 64], which onnxruntime's int8 "
+                   "kernels on CPUs without VNNI do not overflow; docs/deployment.md); needs a run directory or "
+                   "checkpoint")
     g.add_argument("--calib-images", type=int, default=None, metavar="N",
                    help="calibration images drawn from the run's training split (default 512)")
     g.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default=None,
@@ -374,9 +465,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_explain_parser(sub) -> None:
-    from .explain import METHODS
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "ablationcam")  # ghostnest.explain.METHODS
 
+
+def add_explain_parser(sub) -> None:
     p = sub.add_parser(
         "explain", help="class activation maps (Grad-CAM, ...) of a checkpoint on images -> PNGs and a grid",
         description="Draw where a trained model looks: for each image, the class activation map of its predicted "
@@ -387,7 +479,7 @@ def add_explain_parser(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--method", default="gradcam", metavar="METHOD",
-                   help=f"one of {', '.join(METHODS)} (default gradcam; eigencam, scorecam and ablationcam use no "
+                   help=f"one of {', '.join(EXPLAIN_METHODS)} (default gradcam; eigencam, scorecam and ablationcam use no "
                    "gradients)")
     p.add_argument("--target", default=None, metavar="CLASS",
                    help="also draw the map of this class (a class name or index) for every image")
@@ -402,13 +494,19 @@ COMMANDS = [add_models_parser, add_bench_parser, add_report_parser, add_train_pa
             add_eval_parser, add_predict_parser, add_export_parser, add_explain_parser]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def package_version() -> str:
+    """ghostnest's ``__version__``, read from ``ghostnest/__init__.py`` when the package is not imported."""
+    if "ghostnest" in sys.modules and hasattr(sys.modules["ghostnest"], "__version__"):
+        return sys.modules["ghostnest"].__version__
+    text = (Path(__file__).resolve().parent / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ghostnest", description="ME-NeSt-Ghost and GhostMixNet: build, train, evaluate, benchmark."
     )
-    parser.add_argument("--version", action="version", version=f"ghostnest {__version__}")
+    parser.add_argument("--version", action="version", version=f"ghostnest {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
@@ -422,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ghostnest models | head`: the reader left; no error line, no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

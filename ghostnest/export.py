@@ -26,6 +26,7 @@ __all__ = ["FORMATS", "METADATA_KEY", "OnnxClassifier", "export", "export_int8",
            "read_metadata"]
 
 FORMATS = ("onnx", "torch-export", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}  # each format's file suffix
 ONNX_OPSET = 18
 
 
@@ -37,6 +38,17 @@ def _check_format(fmt: str) -> None:
 def _check_batch(batch: int | str) -> None:
     if batch != "dynamic" and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ValueError(f"batch={batch!r} must be 'dynamic' or a positive integer")
+
+
+def _check_suffix(fmt: str, out: str | Path) -> None:
+    """``ValueError`` unless ``out`` ends in ``fmt``'s suffix: the suffix is how predict, eval and read_metadata
+    tell the formats apart, so an ONNX file named ``.pt2`` would be unreadable by them."""
+    suffix = Path(out).suffix.lower()
+    if suffix != SUFFIXES[fmt]:
+        other = next((f for f, x in SUFFIXES.items() if x == suffix), None)
+        what = f"the suffix of {other} files" if other else (f"the suffix {suffix!r}" if suffix else "no suffix")
+        raise ValueError(f"--out {out} has {what} but --format {fmt} writes {SUFFIXES[fmt]} files; name it "
+                         f"{Path(out).with_suffix(SUFFIXES[fmt])}" + (f" (or use --format {other})" if other else ""))
 
 
 def _example_input(batch: int | str, input_size: int, in_chans: int = 3) -> tuple[torch.Tensor, int | None]:
@@ -158,6 +170,7 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     groups ``float_layers`` kept in float."""
     _check_format(fmt)
     _check_batch(batch)
+    _check_suffix(fmt, out)
     if input_size is not None and input_size < 1:
         raise ValueError(f"--input {input_size} must be a positive image size in pixels (or leave it out for the "
                          "checkpoint's own size)")

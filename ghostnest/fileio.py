@@ -20,7 +20,11 @@ os.umask(_UMASK)
 
 class WriteError(OSError):
     """Writing a file failed for a reason of the file system (no space left, read-only, no permission, a file size
-    limit): ``errno``, ``strerror`` and ``filename`` say which. The file's previous version is intact."""
+    limit): ``errno``, ``strerror`` and ``filename`` say which (the file asked for, never the temporary one beside
+    it). The file's previous version is intact."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}; choose a writable location"
 
 
 def os_error_of(exc: BaseException) -> OSError | None:

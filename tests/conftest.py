@@ -59,3 +59,13 @@ def autocast_dtype(device: torch.device | str) -> tuple[torch.dtype | None, floa
     except (RuntimeError, NotImplementedError):
         return None, 0.0
     return torch.bfloat16, BF16_RTOL
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _suite_cache(tmp_path_factory):
+    """`ghostnest models` keeps its figures in a cache (``ghostnest.cli.model_rows``): the suite gets its own, not
+    the user's ``~/.cache/ghostnest`` (subprocesses inherit it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GHOSTNEST_CACHE", str(tmp_path_factory.mktemp("ghostnest-cache")))
+    yield
+    patch.undo()

@@ -24,11 +24,11 @@ from .loop import Case
 from .memory import PeakMemory
 from .runtimes import bench_sessions, session_step
 from .step import make_step, prepare_model
-from .summary import percentile, spread
+from .summary import percentile, spread, spread_warning
 from .timing import RESULT_KEYS, RUNTIMES, bench_models, bench_variants
 
 __all__ = [
     "DTYPES", "MODES", "RESULT_KEYS", "RUNTIMES", "Case", "PeakMemory", "bench_command", "bench_data", "bench_models",
     "bench_sessions", "bench_variants", "check_dtype", "cpu_model", "environment", "format_data", "format_table",
-    "make_step", "percentile", "prepare_model", "session_step", "spread",
+    "make_step", "percentile", "prepare_model", "session_step", "spread", "spread_warning",
 ]

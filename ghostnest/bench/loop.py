@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .memory import PeakMemory
-from .summary import spread
+from .summary import percentile, spread
 
 
 @dataclass
@@ -96,4 +96,7 @@ def case_rows(cases: Sequence[Case], batch: int, repeats: int, warmup: int, comm
     for row in rows:
         row["ratio_to_first"] = row["median_ms"] / first
         row["min_ratio_to_first"] = row["min_ms"] / first_min
+        # the ratio round by round (each round times every case once): how far one run's ratio can be trusted
+        ratios = sorted(t / t0 for t, t0 in zip(row["times_ms"], rows[0]["times_ms"], strict=True))
+        row["ratio_p25"], row["ratio_p75"] = percentile(ratios, 0.25), percentile(ratios, 0.75)
     return rows

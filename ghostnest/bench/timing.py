@@ -40,8 +40,8 @@ from .step import make_step, prepare_model
 RESULT_KEYS = (
     "name", "family", "mode", "device", "dtype", "input_size", "batch", "num_classes", "channels_last",
     "compiled", "fused", "params", "gflops", "median_ms", "p25_ms", "p75_ms", "iqr_ms", "min_ms", "max_ms",
-    "images_per_s", "ratio_to_first", "min_ratio_to_first", "peak_mem_mb", "mem_kind", "first_call_ms", "repeats",
-    "warmup", "threads",
+    "images_per_s", "ratio_to_first", "min_ratio_to_first", "ratio_p25", "ratio_p75", "peak_mem_mb", "mem_kind",
+    "first_call_ms", "repeats", "warmup", "threads",
 )
 RUNTIMES = ("torch", "onnxruntime")
 

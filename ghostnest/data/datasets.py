@@ -11,7 +11,8 @@ labels, the class names, and the per-channel mean/std used to normalise it. Name
   super-resolved CIFAR-100 (ME-NeSt-Ghost, section 2; the CAI super-resolution set is not redistributable here).
   The resize happens per batch / per image at the training resolution, so memory stays at 32 x 32.
 - ``imagefolder:PATH``: a torchvision ``ImageFolder`` tree with ``train/`` and ``test/`` sub-folders, loaded into
-  memory resized to 128 x 128 (``imagefolder:PATH:SIZE`` for another size).
+  memory resized to 128 x 128 (``imagefolder:PATH:SIZE`` for another size); every file is read by
+  :func:`ghostnest.data.images.read_image` (any Pillow mode -> the 8-bit RGB a person sees), as predict reads it.
 - ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8 x 8 grey images, 10 classes; no download),
   upsampled to 32 x 32 RGB, with a fixed stratified 80:20 train/test split. The embedded default data set.
 - ``fake``: seeded synthetic images whose class decides a smooth colour pattern (learnable, unlike pure noise), for
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .images import read_image
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # docs/reference.md (published notebook)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # CIFAR-100 train-set statistics
@@ -175,6 +178,10 @@ def _torchvision_cifar(kind: str):
 def _load_cifar(kind: str, name: str, root: Path, download: bool) -> ImageData:
     base_kind = "cifar10" if kind == "cifar10" else "cifar100"
     folder, archive, files = _CIFAR_FILES[base_kind]
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"the data folder {root} is a file, not a folder: point --data-dir (or "
+                                 f"$GHOSTNEST_DATA) at the folder that holds {folder}/ or {archive}, or where "
+                                 "they may be downloaded")
     cls = _torchvision_cifar(base_kind)
     present = all((root / folder / f).is_file() for f in files)
     if not present:
@@ -269,19 +276,6 @@ def make_fake(classes: int = 10, size: int = 32, train: int = 512, test: int = 1
                      (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), size)
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB tensor of an image file; ``ValueError`` naming the file if it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read image {path} ({type(exc).__name__}); remove it or convert it to PNG/JPEG") from None
-    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(2, 0, 1)
-
-
 # --- ImageFolder ---------------------------------------------------------------------------------------------------
 
 
@@ -301,7 +295,7 @@ def _load_imagefolder(path: Path, size: int, name: str) -> ImageData:
             raise ValueError(f"{path}/test has classes {ds.classes} but {path}/train has {classes}; make them match")
         images = []
         for file, _ in ds.samples:
-            img = read_image(Path(file))
+            img = read_image(file, size)
             images.append(F.interpolate(img[None].float(), size=(size, size), mode="bicubic", antialias=True,
                                         align_corners=False).clamp(0, 255).round().to(torch.uint8)[0])
         return Split(torch.stack(images), torch.tensor(ds.targets, dtype=torch.int64)), ds.classes

@@ -60,8 +60,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = resolve_checkpoint_path(path)
     if path.suffix.lower() in (".onnx", ".pt2"):
         raise ValueError(f"{path} is an exported model file, not a checkpoint: pass the run directory or its "
-                         ".safetensors checkpoint (eval takes an exported .onnx file with --model-file; predict "
-                         "takes one directly)")
+                         ".safetensors checkpoint (an exported .onnx file goes to eval's --model-file, or to predict "
+                         "in place of the checkpoint)")
     data = path.read_bytes()
     try:
         tensors = load(data)

@@ -90,6 +90,30 @@ CHOICES = {
 }
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult", "augment_group",
             "accum_steps")
+# The names other trainers give our keys (timm's train.py, torchvision's references, Hugging Face's Trainer), for the
+# "did you mean" of an unknown key: spelling alone does not lead from learning_rate to lr.
+KEY_ALIASES = {
+    "learning_rate": "lr", "base_lr": "lr", "min_lr": "eta_min", "lr_min": "eta_min", "wd": "weight_decay",
+    "batch": "batch_size", "bs": "batch_size", "per_device_train_batch_size": "batch_size",
+    "num_epochs": "epochs", "num_train_epochs": "epochs", "max_epochs": "epochs", "num_workers": "workers",
+    "smoothing": "label_smoothing", "opt": "optimizer", "sched": "scheduler", "lr_scheduler": "scheduler",
+    "arch": "model", "model_name": "model", "data": "dataset", "dataset_name": "dataset", "data_path": "data_dir",
+    "data_root": "data_dir", "root": "data_dir", "img_size": "image_size", "input_size": "image_size",
+    "resolution": "image_size", "size": "image_size", "mixup": "mixup_alpha", "cutmix": "cutmix_alpha",
+    "precision": "amp", "val_split": "val_fraction", "classes": "num_classes", "model_args": "model_kwargs",
+}
+
+
+def nearest_key(key: str, fields) -> str | None:
+    """The accepted key a mistyped or foreign ``key`` most likely means (:data:`KEY_ALIASES`, then spelling)."""
+    import difflib
+
+    norm = str(key).replace("-", "_").lower()
+    alias = KEY_ALIASES.get(norm, norm if norm in fields else None)
+    if alias in fields:
+        return alias
+    match = difflib.get_close_matches(norm, list(fields), n=1)
+    return match[0] if match else None
 
 
 def recipe_dir() -> Path:
@@ -209,11 +233,7 @@ def config_from_dict(data: dict) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        import difflib
-
-        hints_txt = "; ".join(
-            f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, fields, n=1)) else k for k in unknown
-        )
+        hints_txt = "; ".join(f"{k} (did you mean {m}?)" if (m := nearest_key(k, fields)) else k for k in unknown)
         raise ValueError(f"unknown config key(s): {hints_txt}. Accepted keys: {', '.join(fields)}")
     if data.get("amp") in (False, "off", "none"):  # YAML reads a bare `off` as false
         data = {**data, "amp": "fp32"}

@@ -33,6 +33,7 @@ from .distributed import Dist
 from .evaluate import evaluate
 from .metrics import plot_curves, write_metrics
 from .optim import clip_gradients, loss_fn, set_step_lr, warmup_factor
+from .progress import StepLog, eta_seconds
 from .resume import ResumeState, save_resume_state
 from .rundir import write_results
 from .stop import StopRequest
@@ -93,6 +94,7 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     n = len(pipe.batches)
     bar = tqdm(total=n, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not (ctx.progress and sys.stderr.isatty()), dynamic_ncols=True)  # no bar in a log file
+    steplog = StepLog(ctx.progress and not sys.stderr.isatty(), ctx.log, epoch, cfg.epochs, n, step, cfg.batch_size)
     order_seed, worker_seed, _ = epoch_seeds(cfg.seed, epoch, dist.rank)
     wait, t_loop = [0.0], time.perf_counter()
     warming = cfg.warmup_epochs > epoch
@@ -117,6 +119,8 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
             if not math.isfinite(running):
                 raise _diverged(f"loss became {running} in epoch {epoch + 1} (step {step})", ctx)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+            steplog.loss = running
+        steplog.update(step)  # a line every LOG_EVERY_S seconds in a log file
         if step < n:
             stopping, every = _stop_or_save(ctx, step)
             if stopping or every:
@@ -223,7 +227,8 @@ def save_checkpoint(ctx: RunContext, done: int, step: int = 0, loss_sum=None, se
                "rng": dist.gather(rng), "world_size": dist.world}
     if not dist.main:
         return
-    save_weights(ctx.run / "last.safetensors", ctx.model, {**ctx.meta, "epoch": done, "step": step})
+    save_weights(ctx.run / "last.safetensors", ctx.model, {**ctx.meta, "epoch": done, "step": step,
+                                                            "epoch_steps": len(ctx.pipe.batches)})
     save_resume_state(ctx.run / "last.state.pt", replace(ctx.resume, epoch=done, mid_epoch=mid), ctx.model, ctx.opt,
                       ctx.sched, ctx.scaler, dist.world, ctx.ema)
     ctx.saved = f"epoch {done}" + (f", step {step}" if step else "")
@@ -246,7 +251,7 @@ def fit(ctx: RunContext, stop_after: int | None = None) -> dict:
 
 def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
     cfg, dist, state = ctx.cfg, ctx.dist, ctx.resume
-    start, t_run = state.epoch, time.time()
+    start = state.epoch
     try:
         for epoch in range(start, cfg.epochs):
             lr = _epoch_lr(ctx, epoch)
@@ -272,7 +277,7 @@ def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
                 board.epoch(row, len(ctx.pipe.batches) * ctx.pipe.batches.batch_size * dist.world, ctx.input_wait[1],
                             ctx.input_wait[0])
             is_best = _record_epoch(ctx, row)
-            eta = (time.time() - t_run) / (done - start) * (cfg.epochs - done)
+            eta = eta_seconds([r["seconds"] for r in state.rows[start - done:]], cfg.epochs - done)
             ema_note = (f"  ema val_top1 {row['ema_val_top1']:.2f}%" if ctx.ema is not None else "")
             ctx.log(f"epoch {done}/{cfg.epochs}  lr {lr:.2e}  train_loss {train_loss:.4f}  val_loss "
                     f"{row['val_loss']:.4f}  val_top1 {row['val_top1']:.2f}%  val_top5 {row['val_top5']:.2f}%"

@@ -26,6 +26,7 @@ from .engine import RunContext, fit, write_failed
 from .metrics import write_metrics
 from .model import classifier_keys, create_recipe_model, model_options
 from .optim import autocast_for, build_optimizer, build_scheduler
+from .progress import plural, resume_line
 from .qat import prepare_qat
 from .resume import ResumeState, finished_epochs, load_resume_state
 from .rundir import auto_resume_plan, open_run, read_run_config, write_config
@@ -132,8 +133,11 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     if resuming:
         ctx.saved = f"epoch {state.epoch}" + (f", step {state.mid_epoch['step']}" if state.mid_epoch else "")
     if resuming and state.epoch >= cfg.epochs:
-        ctx.log(f"{run}: all {cfg.epochs} epochs done; evaluating the best checkpoint")
+        ctx.log(f"{run}: all {plural(cfg.epochs, 'epoch')} done; evaluating the best checkpoint")
     _log_start(ctx, amp_dtype)
+    if resuming and state.epoch < cfg.epochs:
+        ctx.log(resume_line(run, state.epoch, (state.mid_epoch or {}).get("step", 0), len(pipe.batches),
+                            state.best_top1, state.best_epoch))
     return ctx
 
 
@@ -192,11 +196,11 @@ def _log_start(ctx: RunContext, amp_dtype) -> None:
     cfg, dist, pipe, data = ctx.cfg, ctx.dist, ctx.pipe, ctx.data
     ctx.log(f"{cfg.recipe}: {cfg.model} ({ctx.params:,} params) on {data.name} {pipe.image_size}px, "
             f"{len(pipe.train_split)} train / {len(pipe.val_split)} val{' (= test set)' if cfg.val_on_test else ''} "
-            f"/ {len(data.test)} test, {cfg.epochs} epochs on {dist.device}{f' ({amp_dtype})' if amp_dtype else ''}"
-            f" -> {ctx.run}")
+            f"/ {len(data.test)} test, {plural(cfg.epochs, 'epoch')} on {dist.device}"
+            f"{f' ({amp_dtype})' if amp_dtype else ''} -> {ctx.run}")
     per_rank = pipe.batches.batch_size
     accum = (f" ({cfg.accum_steps} micro-batches of {per_rank // cfg.accum_steps})" if cfg.accum_steps > 1 else "")
-    ctx.log(f"global batch {cfg.batch_size} = {dist.world} process(es) x {per_rank}{accum}, lr {cfg.lr:g} "
+    ctx.log(f"global batch {cfg.batch_size} = {plural(dist.world, 'process')} x {per_rank}{accum}, lr {cfg.lr:g} "
             f"(the recipe's values: batch_size is the global batch)"
             f"{', SyncBatchNorm' if cfg.sync_bn and dist.world > 1 else ''}{f', {dist.backend}' if dist.enabled else ''}")
     options = []
