@@ -30,7 +30,7 @@ def test_a_resumed_run_says_where_it_resumes_and_its_eta_counts_the_whole_epoch(
     assert main(["train", *TINY, "--set", "epochs=3", "--out", str(run), "--quiet"]) == 130
     monkeypatch.setattr(engine, "loss_fn", real)
     state = torch.load(run / "last.state.pt", weights_only=True)
-    state["partial"]["seconds"] = 600.0  # as if the first 2 steps had taken 10 minutes before the stop
+    state["mid_epoch"]["seconds"] = 600.0  # as if the first 2 steps had taken 10 minutes before the stop
     torch.save(state, run / "last.state.pt")
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--device", "cpu"]) == 0
@@ -60,3 +60,8 @@ def test_a_log_file_gets_progress_lines_inside_an_epoch_and_one_epoch_is_singula
     assert len(lines) == 3, err
     assert re.fullmatch(r"epoch 1/1  step 3/3  [\d.]+ images/s  loss [\d.]+  ETA [\d.]+ min", lines[-1]), lines
     assert ", 1 epoch on cpu -> " in err and "= 1 process x 16," in err and "1 epochs" not in err
+
+
+def test_plural():
+    assert [progress.plural(n, w) for n, w in ((1, "epoch"), (2, "epoch"), (1, "process"), (2, "process"))] == [
+        "1 epoch", "2 epochs", "1 process", "2 processes"]

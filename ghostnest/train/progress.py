@@ -14,7 +14,7 @@ LOG_EVERY_S = 30.0  # seconds between progress lines in a log file
 
 def plural(n: int, word: str) -> str:
     """``1 epoch``, ``2 epochs``, ``2 processes``."""
-    return f"{n} {word}{'' if n == 1 else 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+    return f"{n} {word}{'' if n == 1 else 'es' if word.endswith('s') else 's'}"
 
 
 def resume_line(run, epoch: int, step: int, steps: int, best_top1: float, best_epoch: int) -> str:
