@@ -18,10 +18,6 @@ from dataclasses import dataclass
 import timm
 from torch import nn
 
-# Keys timm's factory passes to every entrypoint that our builders do not use.
-_TIMM_FACTORY_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows about a model without building it."""
@@ -38,38 +34,35 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, input_size: int, num_classes: int, paper_params_m: float | None = None):
-    """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``."""
+def register_model(family: str, paper_params_m: float | None = None):
+    """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``.
+
+    Registers it with timm's registry, which reads the model's pretrained cfg from its module's ``default_cfgs``
+    (timm's convention); the default input size and class count listed here are that cfg's."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         timm.models.register_model(fn)
-        _REGISTRY[fn.__name__] = ModelInfo(
-            fn.__name__, family, input_size, paper_params_m, num_classes, fn, "ghostnest"
-        )
+        cfg = timm.models.get_pretrained_cfg(fn.__name__)
+        if cfg is None:
+            raise ValueError(f"{fn.__module__} declares no pretrained cfg for {fn.__name__}: add it to the module's "
+                             "default_cfgs (ghostnest.models._base.pretrained_cfg) before the entrypoint")
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, cfg.input_size[-1], paper_params_m, cfg.num_classes,
+                                           fn, "ghostnest")
         return fn
 
     return decorator
 
 
-def register_timm_model(
-    name: str, family: str, input_size: int, num_classes: int, paper_params_m: float | None = None
-) -> None:
-    """List one of timm's own models beside ours (built by ``timm.create_model``)."""
+def register_timm_model(name: str, family: str, paper_params_m: float | None = None, **cfg_overlay) -> None:
+    """List one of timm's own models beside ours (built by ``timm.create_model``), with ``cfg_overlay`` over its
+    pretrained cfg: the input size, class count and normalisation this project trains it with."""
 
     def build(pretrained: bool = False, **kwargs) -> nn.Module:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        overlay = {**cfg_overlay, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
+        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
 
+    input_size, num_classes = cfg_overlay["input_size"][-1], cfg_overlay["num_classes"]
     _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
-
-
-def builder_kwargs(pretrained: bool, kwargs: dict) -> dict:
-    """Drop the keys timm's factory adds; refuse ``pretrained=True`` (no weights are published)."""
-    if pretrained:
-        raise ValueError(
-            "pretrained=True: no pretrained weights are published for ghostnest models; "
-            "train one with `ghostnest train` and load it with `ghostnest.load_checkpoint`"
-        )
-    return {k: v for k, v in kwargs.items() if k not in _TIMM_FACTORY_KEYS}
 
 
 def unknown_model_error(name: str) -> ValueError:
