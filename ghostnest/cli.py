@@ -292,6 +292,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         floats = ", ".join(q["float_layers"]) or "none"
         print(f"wrote {path} (onnx int8 QDQ, batch {batch}; calibrated on {c['images']} {c['dataset']} training "
               f"images, {c['method']}; float layers: {floats})")
+    elif args.format == "hub":
+        print(f"wrote {path}/ (config.json, model.safetensors, README.md): "
+              f"timm.create_model(\"local-dir:{path}\", pretrained=True) loads it")
     else:
         print(f"wrote {path} ({args.format}, batch {batch})")
     return 0
@@ -310,10 +313,11 @@ def _positive_int(text: str, flag: str) -> int:
 def add_export_parser(sub) -> None:
     from .export import FORMATS
 
-    p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export or safetensors")
-    p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
+    p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export, safetensors or a hub folder")
+    p.add_argument("source", help="checkpoint (.safetensors), run directory, hub folder, or a model name (untrained)")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
+    p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors), or with --format hub a new "
+                   "folder (config.json, model.safetensors, README.md) for timm's hub loader")
     p.add_argument("--input", type=positive_int, default=None,
                    help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")

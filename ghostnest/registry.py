@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +87,25 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     ]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments)."""
-    return model_info(name).builder(pretrained=pretrained, **kwargs)
+def create_model(name: str, pretrained: bool | str | os.PathLike = False, **kwargs) -> nn.Module:
+    """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments).
+
+    ``pretrained=PATH`` loads trained weights (through timm's loader, before any ``features_only`` wrapping): a run
+    directory, a checkpoint or exported ``.safetensors`` file, a hub folder, or a plain ``.safetensors`` state dict.
+    The checkpoint's options and class count are used unless given; a different architecture or class count is a
+    ``ValueError`` naming the right call."""
+    info = model_info(name)
+    if not isinstance(pretrained, (str, os.PathLike)):
+        return info.builder(pretrained=pretrained, **kwargs)
+    from .weights import pretrained_overlay
+
+    overlay = pretrained_overlay(pretrained, name, kwargs)
+    try:
+        model = info.builder(pretrained=True, pretrained_cfg_overlay={**kwargs.pop("pretrained_cfg_overlay", {}),
+                                                                      **overlay}, **kwargs)
+    except RuntimeError as exc:  # timm's strict load_state_dict
+        lines = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in lines[1:3]) or lines[0]
+        raise ValueError(f"{pretrained} does not fit {name} with options {kwargs} ({detail}); build it with the "
+                         "options it was trained with") from None
+    return model

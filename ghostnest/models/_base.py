@@ -96,13 +96,18 @@ class PooledClassifier(nn.Module):
         """The trunk of the network config ``cfg`` describes (widths and strides), without building it."""
         raise NotImplementedError
 
+    @classmethod
+    def min_input_for(cls, cfg) -> int:
+        """The smallest input side of the network ``cfg`` describes (what :meth:`check_input` asks for): by default
+        the final reduction, where the last map is 1 x 1 and every feature level has the size its reduction says."""
+        return cls.stage_plan(cfg).feature_info()[-1]["reduction"]
+
     def init_classifier(self, cfg, num_classes: int, in_chans: int, num_features: int, drop_rate: float,
-                        global_pool: str = "avg", pool_size: int = 1, min_input_size: int | None = None) -> None:
+                        global_pool: str = "avg", pool_size: int = 1) -> None:
         """The contract's state: feature levels, pooling, dropout and the classifier (after stem, stages, head).
 
         ``num_features``: channels of ``forward_features``' output. ``pool_size``: the pool's output size (the
-        pooled features are ``num_features * pool_size**2`` wide). ``min_input_size``: the smallest input side
-        (default: the final reduction, where the last map is 1 x 1)."""
+        pooled features are ``num_features * pool_size**2`` wide)."""
         if num_classes < 0:
             raise ValueError(f"num_classes={num_classes} must be >= 0 (0 gives a headless feature model)")
         if not 0.0 <= drop_rate < 1.0:
@@ -110,7 +115,7 @@ class PooledClassifier(nn.Module):
         self.num_classes, self.in_chans = num_classes, in_chans
         self.feature_info = self.stage_plan(cfg).feature_info()
         self.stage_ends = [f.pop("stage_end") for f in self.feature_info]
-        self.min_input_size = min_input_size or self.feature_info[-1]["reduction"]
+        self.min_input_size = self.min_input_for(cfg)
         self.num_features, self.pool_size, self.drop_rate = num_features, pool_size, drop_rate
         self.grad_checkpointing = False
         self.global_pool = self._make_pool(global_pool, num_classes)
@@ -309,4 +314,6 @@ def build_model(
     with torch.device(device) if device is not None else nullcontext():
         model = build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg,
                                      features_only=features_only, cfg=cfg, **model_args, **timm_args)
+    smallest = model_cls.min_input_for(cfg)  # this network's, which options (strides, pool size) change
+    model.pretrained_cfg["min_input_size"] = (model_args.get("in_chans", 3), smallest, smallest)
     return model if dtype is None else model.to(dtype=dtype)

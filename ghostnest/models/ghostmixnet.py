@@ -125,16 +125,19 @@ class GhostMixNet(PooledClassifier):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Identity()
-        smallest = cfg.pool_size
-        for s in cfg.strides:
-            smallest *= s
-        # the published 32x32 -> 8x8 -> 2x2 keeps 4x4 pixels per pooled cell at least
-        self.init_classifier(cfg, num_classes, in_chans, in_ch, cfg.drop_rate, global_pool, cfg.pool_size,
-                             min_input_size=smallest * 4)
+        self.init_classifier(cfg, num_classes, in_chans, in_ch, cfg.drop_rate, global_pool, cfg.pool_size)
 
     @classmethod
     def stage_plan(cls, cfg: GhostMixNetConfig) -> StagePlan:
         return StagePlan(cfg.stem_width, 1, tuple(cfg.widths), tuple(cfg.strides))
+
+    @classmethod
+    def min_input_for(cls, cfg: GhostMixNetConfig) -> int:
+        """4 x 4 pixels per pooled cell at least, as the published 32x32 -> 8x8 -> 2x2."""
+        smallest = cfg.pool_size * 4
+        for s in cfg.strides:
+            smallest *= s
+        return smallest
 
 
 def _normalise(key: str, value):
