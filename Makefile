@@ -1,6 +1,6 @@
 # The README's two commands:
 #   make run    create .venv, install ghostnest, run the main job on embedded data
-#   make test   create .venv, install ghostnest with its test and export extras, run the whole test suite
+#   make test   create .venv, install ghostnest with its test, export and segmentation extras, run the whole test suite
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,export]"
+	$(BIN)/python -m pip install --quiet -e ".[test,export,segmentation]"
 	touch $@
 
 # make gpu-check [STEP="env tests"]: verify and measure everything on the CUDA GPU present (docs/gpu.md), in

@@ -60,7 +60,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         batch=args.batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads, device=args.device,
         progress=progress, input_size=args.input, mode=args.mode, dtype=args.dtype, channels_last=args.channels_last,
         compile=args.compile, num_classes=args.num_classes, fuse=args.mode == "infer" and not args.no_fuse,
-        runtime=args.runtime)
+        runtime=args.runtime, **({"grad_checkpointing": True} if args.grad_checkpointing else {}))
     if kind == "data":
         print(json.dumps(rows, indent=2) if args.json else format_data(rows))
         return 0
@@ -96,6 +96,9 @@ def add_bench_parser(sub) -> None:
                    "(BN folded, MixConv merged, fast Mish; timm's EfficientNet-V2 folded the same way)")
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                    help="onnxruntime: also time each model's ONNX export in onnxruntime (CPU, fp32 inference)")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="train mode: also time each model with gradient checkpointing (rows 'NAME +grad-ckpt'): peak "
+                   "memory and step time with and without")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per model (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2, at least 1)")
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the first model's paper's)")
