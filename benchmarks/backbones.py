@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, as docs/benchmarks.md's CPU tables: steadier on shared cores)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     variants = [(n, timm.create_model(n, features_only=True)) for n in ENCODERS]
     info = {n: (m.feature_info.channels(), m.feature_info.reduction()) for n, m in variants}
     rows = bench_variants(variants, input_size=args.input, batch=args.batch, num_classes=1, mode="infer",
-                          device="cpu", repeats=args.repeats, warmup=args.warmup)
+                          device="cpu", repeats=args.repeats, warmup=args.warmup, threads=args.threads)
     env = environment("cpu")
     if args.json:
         print(json.dumps({"env": env, "rows": rows, "levels": info}, indent=2, default=str))
@@ -48,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = ", ".join(f"{c} ({s})" for c, s in zip(chs, red, strict=True))
         print(f"| `{r['name']}` | {r['params'] / 1e6:.2f}M | {levels} | {r['median_ms']:.1f} | "
               f"{r['median_ms'] / first:.2f}x |")
-    print(f"\n{env['cpu']}, {env['usable_cores']} cores; torch {env['torch']}; {env['date_utc']}; median of "
-          f"{args.repeats} interleaved rounds after {args.warmup} warm-up")
+    print(f"\n{env['cpu']}, {env['usable_cores']} cores, {args.threads} thread(s); torch {env['torch']}; "
+          f"{env['date_utc']}; median of {args.repeats} interleaved rounds after {args.warmup} warm-up")
     return 0
 
 

@@ -35,11 +35,13 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, paper_params_m: float | None = None):
+def register_model(family: str, paper_params_m: float | None = None, *, input_size: int | None = None,
+                   num_classes: int | None = None):
     """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``.
 
     Registers it with timm's registry, which reads the model's pretrained cfg from its module's ``default_cfgs``
-    (timm's convention); the default input size and class count listed here are that cfg's."""
+    (timm's convention); the default input size and class count listed here are that cfg's (``input_size`` and
+    ``num_classes``, if given, must agree with it)."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         timm.models.register_model(fn)
@@ -47,6 +49,9 @@ def register_model(family: str, paper_params_m: float | None = None):
         if cfg is None:
             raise ValueError(f"{fn.__module__} declares no pretrained cfg for {fn.__name__}: add it to the module's "
                              "default_cfgs (ghostnest.models._base.pretrained_cfg) before the entrypoint")
+        if (input_size, num_classes) != (input_size and cfg.input_size[-1], num_classes and cfg.num_classes):
+            raise ValueError(f"{fn.__name__}: input_size={input_size}, num_classes={num_classes} disagree with its "
+                             f"pretrained cfg ({cfg.input_size}, {cfg.num_classes} classes)")
         _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, cfg.input_size[-1], paper_params_m, cfg.num_classes,
                                            fn, "ghostnest")
         return fn
@@ -62,7 +67,10 @@ def register_timm_model(name: str, family: str, paper_params_m: float | None = N
         overlay = {**cfg_overlay, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
         return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
 
-    input_size, num_classes = cfg_overlay["input_size"][-1], cfg_overlay["num_classes"]
+    size = cfg_overlay["input_size"]
+    if isinstance(size, int):
+        cfg_overlay["input_size"] = size = (3, size, size)
+    input_size, num_classes = size[-1], cfg_overlay["num_classes"]
     _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
 
 

@@ -141,6 +141,9 @@ def bench_models(
             gflops = _gflops(name, input_size, num_classes, kwargs)
             torch.manual_seed(seed)
             model = create_model(name, num_classes=num_classes, **kwargs)
+            check = getattr(model, "check_input", None)  # the model's own size check, one line
+            if check is not None:
+                check((batch, 3, input_size, input_size))
             if checkpointing:
                 model.set_grad_checkpointing(True)
             extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
