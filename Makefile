@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,export,explain,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[test,export,explain,tensorboard,segmentation]"
 	touch $@
 
 # make gpu-check [STEP="env tests"]: verify and measure everything on the CUDA GPU present (docs/gpu.md), in

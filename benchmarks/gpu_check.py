@@ -197,17 +197,13 @@ def step_mixconv(ctx: Ctx, rec: Record) -> None:
 
     import ghostnest
     from ghostnest.bench import bench_variants
-    from ghostnest.layers.mixconv import MixConv2d
+    from ghostnest.layers import set_mixconv_impl
 
     kw = ctx.choose({}, {"stages": DRY_RUN_MENEST["stages"], "num_features": 32})
 
     def build(impl):
         torch.manual_seed(0)  # the same weights for every implementation
-        model = ghostnest.create_model("menest_ghost_s", num_classes=100, **kw)
-        for m in model.modules():
-            if isinstance(m, MixConv2d):
-                m.impl = impl
-        return model
+        return set_mixconv_impl(ghostnest.create_model("menest_ghost_s", num_classes=100, **kw), impl)
 
     batch = ctx.choose(128, 2)
 

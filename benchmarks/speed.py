@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import ghostnest  # noqa: E402
 from ghostnest.bench import bench_variants, environment  # noqa: E402
 from ghostnest.layers.fused import use_fast_mish  # noqa: E402
-from ghostnest.layers import MixConv2d  # noqa: E402
+from ghostnest.layers import set_mixconv_impl  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "speed"
 SECTION = ROOT / "benchmarks" / "sections" / "speed.md"
@@ -82,9 +82,7 @@ def build(variant: str, mode: str, num_classes: int, device: torch.device) -> to
         model = PlainGhostMixNet(num_classes)
     else:
         model = ghostnest.create_model(name, num_classes=num_classes)
-    for m in model.modules():
-        if isinstance(m, MixConv2d):
-            m.impl = "split" if "plain" in flags else "auto"
+    set_mixconv_impl(model, "split" if "plain" in flags else "auto")
     model = model.to(device)
     if "cl" in flags:
         model = model.to(memory_format=torch.channels_last)

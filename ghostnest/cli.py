@@ -125,7 +125,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         batch=args.batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads, device=args.device,
         progress=progress, input_size=args.input, mode=args.mode, dtype=args.dtype, channels_last=args.channels_last,
         compile=args.compile, num_classes=args.num_classes, fuse=args.mode == "infer" and not args.no_fuse,
-        runtime=args.runtime)
+        runtime=args.runtime, **({"grad_checkpointing": True} if args.grad_checkpointing else {}))
     if kind == "data":
         print(json.dumps(rows, indent=2) if args.json else format_data(rows))
         return 0
@@ -164,6 +164,9 @@ def add_bench_parser(sub) -> None:
                    "(BN folded, MixConv merged, fast Mish; timm's EfficientNet-V2 folded the same way)")
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                    help="onnxruntime: also time each model's ONNX export in onnxruntime (CPU, fp32 inference)")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="train mode: also time each model with gradient checkpointing (rows 'NAME +grad-ckpt'): peak "
+                   "memory and step time with and without")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per model (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2, at least 1)")
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the first model's paper's)")
@@ -416,19 +419,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
         floats = ", ".join(q["float_layers"]) or "none"
         print(f"wrote {path} (onnx int8 QDQ, batch {batch}; calibrated on {c['images']} {c['dataset']} training "
               f"images, {c['method']}; float layers: {floats})")
+    elif args.format == "hub":
+        print(f"wrote {path}/ (config.json, model.safetensors, README.md): "
+              f"timm.create_model(\"local-dir:{path}\", pretrained=True) loads it")
     else:
         print(f"wrote {path} ({args.format}, batch {batch})")
     return 0
 
 
-EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")  # ghostnest.export.FORMATS (tests/test_startup.py)
+EXPORT_FORMATS = ("onnx", "torch-export", "safetensors", "hub")  # ghostnest.export.FORMATS (tests/test_startup.py)
 
 
 def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export or safetensors")
-    p.add_argument("source", help="checkpoint (.safetensors), run directory, or a model name (untrained)")
+    p = sub.add_parser("export", help="export a checkpoint or model to ONNX, torch.export, safetensors or a hub folder")
+    p.add_argument("source", help="checkpoint (.safetensors), run directory, hub folder, or a model name (untrained)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors)")
+    p.add_argument("--out", required=True, help="output file (.onnx, .pt2 or .safetensors), or with --format hub a new "
+                   "folder (config.json, model.safetensors, README.md) for timm's hub loader")
     p.add_argument("--input", type=positive_int, default=None,
                    help="input size (default: the checkpoint's or model's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")

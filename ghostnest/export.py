@@ -25,8 +25,8 @@ from .modelfile import METADATA_KEY, OnnxClassifier, read_metadata, set_onnx_met
 __all__ = ["FORMATS", "METADATA_KEY", "OnnxClassifier", "export", "export_int8", "export_model", "load_for_export",
            "read_metadata"]
 
-FORMATS = ("onnx", "torch-export", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}  # each format's file suffix
+FORMATS = ("onnx", "torch-export", "safetensors", "hub")  # hub: a folder timm's hub loader reads (ghostnest.hub)
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}  # each file format's suffix
 ONNX_OPSET = 18
 
 
@@ -68,6 +68,8 @@ def export_model(
 ) -> Path:
     """Write ``model`` (put in eval mode) to ``out`` in format ``fmt`` with ``metadata`` embedded; return the path."""
     _check_format(fmt)
+    if fmt == "hub":
+        raise ValueError("a hub folder is written from a run or checkpoint: use export(source, 'hub', out)")
     out = Path(out)
     model = model.eval()
     meta_json = json.dumps({**metadata, "input_size": input_size}, sort_keys=True)
@@ -79,9 +81,10 @@ def export_model(
             save_file(state, str(tmp), metadata={METADATA_KEY: meta_json})
         return out
     x, fixed = _example_input(batch, input_size)
-    with torch.no_grad():  # the model's own input checks, as one line instead of the exporter's trace
+    check = getattr(model, "check_input", None)  # the model's own input check, one line instead of the exporter's
+    if check is not None:
         try:
-            model(x[:1])
+            check(tuple(x[:1].shape))
         except ValueError as e:
             raise ValueError(f"cannot export at input size {input_size}: {e}") from None
     batch_dim = None if fixed else torch.export.Dim("batch", min=1, max=65536)
@@ -116,7 +119,8 @@ def load_for_export(source: str | Path, input_size: int | None = None) -> tuple[
     """A checkpoint (``.safetensors`` or run directory) or a registered model name -> (eval model, metadata).
 
     A checkpoint carries its own metadata (model, classes, input size, mean/std). A model *name* gives an untrained
-    model (useful to measure a runtime) with numbered classes and the normalisation of its paper's data set.
+    model (useful to measure a runtime) with numbered classes and its pretrained cfg's input size and normalisation
+    (those of its paper's data set).
     """
     from .registry import create_model, model_info, unknown_model_error
     from .train.checkpoint import load_checkpoint
@@ -126,19 +130,17 @@ def load_for_export(source: str | Path, input_size: int | None = None) -> tuple[
         model, meta = load_checkpoint(path)
         meta = {k: v for k, v in meta.items() if k != "format"}
     elif str(source) in _registered_names():
-        from .data.datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
-
         info = model_info(str(source))
         model = create_model(info.name, num_classes=info.num_classes).eval()
-        cifar10 = info.num_classes == 10
+        cfg = model.pretrained_cfg  # the input size and normalisation its recipes train with
         meta = {
             "model": info.name,
             "model_kwargs": {},
             "num_classes": info.num_classes,
             "classes": [str(i) for i in range(info.num_classes)],
-            "input_size": info.input_size,
-            "mean": list(CIFAR10_MEAN if cifar10 else CIFAR100_MEAN),
-            "std": list(CIFAR10_STD if cifar10 else CIFAR100_STD),
+            "input_size": int(cfg["input_size"][-1]),
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
             "dataset": None,
             "trained": False,
         }
@@ -169,6 +171,13 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     fused, calibrated on ``calib_images`` images of the run's training split with ``calib_method``, the layer
     groups ``float_layers`` kept in float."""
     _check_format(fmt)
+    if fmt == "hub":
+        if fuse or int8 or batch != "dynamic" or input_size is not None:
+            raise ValueError("--format hub writes the trained weights as they are, with the run's input size: drop "
+                             "--fuse, --int8, --batch and --input")
+        from .hub import export_hub
+
+        return export_hub(source, out)
     _check_batch(batch)
     _check_suffix(fmt, out)
     if input_size is not None and input_size < 1:

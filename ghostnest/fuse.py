@@ -43,7 +43,7 @@ from torch import nn
 from .layers.depthwise import SameConv2d
 from .layers.fused import FusedGhostModule, use_fast_mish
 from .layers.ghost import GhostModule
-from .layers.mixconv import MixConv2d
+from .layers.mixconv import MixConv2d, set_mixconv_impl
 
 __all__ = ["fuse", "fold_bn_into_conv", "undeclared_batchnorms", "RUNTIMES"]
 
@@ -118,12 +118,11 @@ def _merge_mixconv(mix: MixConv2d, runtime: str) -> nn.Module:
     m = mix.multiplier
     if runtime == "onnxruntime":
         if len(mix.convs) > 1 and all(c * m % ORT_DEPTHWISE_VECTOR == 0 for c in mix.splits):
-            mix.impl = "repeat" if m > 1 else "split"
-            return mix
+            return set_mixconv_impl(mix, "repeat" if m > 1 else "split")
         conv = _merged_conv(mix, mix.out_channels)
         return nn.Sequential(RepeatChannels(m), conv) if m > 1 else conv
-    impl = mix.resolved_impl()
-    mix.impl = impl
+    impl = mix.resolved_impl()  # under no_grad: the inference implementation, pinned from here on
+    set_mixconv_impl(mix, impl)
     if impl != "single" and len(mix.convs) > 1:
         return mix
     return _merged_conv(mix, mix.in_channels)
@@ -170,7 +169,8 @@ def _fold_ghost(ghost: GhostModule, scale: torch.Tensor, shift: torch.Tensor) ->
     else:
         fold_bn_into_conv(op, c_scale, c_shift)
     dtype = primary[0].weight.dtype
-    return FusedGhostModule(primary, cheap, scale[:init].to(dtype), shift[:init].to(dtype), ghost.out_channels)
+    return FusedGhostModule(primary, cheap, scale[:init].to(dtype), shift[:init].to(dtype), ghost.out_channels,
+                            ghost.trim)
 
 
 def _timm_pairs(module: nn.Module) -> list[tuple[str, str]]:

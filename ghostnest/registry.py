@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import timm
 from torch import nn
-
-# Keys timm's factory passes to every entrypoint that our builders do not use.
-_TIMM_FACTORY_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -38,38 +35,43 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, input_size: int, num_classes: int, paper_params_m: float | None = None):
-    """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``."""
+def register_model(family: str, paper_params_m: float | None = None, *, input_size: int | None = None,
+                   num_classes: int | None = None):
+    """Decorator for a ghostnest model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``.
+
+    Registers it with timm's registry, which reads the model's pretrained cfg from its module's ``default_cfgs``
+    (timm's convention); the default input size and class count listed here are that cfg's (``input_size`` and
+    ``num_classes``, if given, must agree with it)."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         timm.models.register_model(fn)
-        _REGISTRY[fn.__name__] = ModelInfo(
-            fn.__name__, family, input_size, paper_params_m, num_classes, fn, "ghostnest"
-        )
+        cfg = timm.models.get_pretrained_cfg(fn.__name__)
+        if cfg is None:
+            raise ValueError(f"{fn.__module__} declares no pretrained cfg for {fn.__name__}: add it to the module's "
+                             "default_cfgs (ghostnest.models._base.pretrained_cfg) before the entrypoint")
+        if (input_size, num_classes) != (input_size and cfg.input_size[-1], num_classes and cfg.num_classes):
+            raise ValueError(f"{fn.__name__}: input_size={input_size}, num_classes={num_classes} disagree with its "
+                             f"pretrained cfg ({cfg.input_size}, {cfg.num_classes} classes)")
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, cfg.input_size[-1], paper_params_m, cfg.num_classes,
+                                           fn, "ghostnest")
         return fn
 
     return decorator
 
 
-def register_timm_model(
-    name: str, family: str, input_size: int, num_classes: int, paper_params_m: float | None = None
-) -> None:
-    """List one of timm's own models beside ours (built by ``timm.create_model``)."""
+def register_timm_model(name: str, family: str, paper_params_m: float | None = None, **cfg_overlay) -> None:
+    """List one of timm's own models beside ours (built by ``timm.create_model``), with ``cfg_overlay`` over its
+    pretrained cfg: the input size, class count and normalisation this project trains it with."""
 
     def build(pretrained: bool = False, **kwargs) -> nn.Module:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        overlay = {**cfg_overlay, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
+        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
 
+    size = cfg_overlay["input_size"]
+    if isinstance(size, int):
+        cfg_overlay["input_size"] = size = (3, size, size)
+    input_size, num_classes = size[-1], cfg_overlay["num_classes"]
     _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
-
-
-def builder_kwargs(pretrained: bool, kwargs: dict) -> dict:
-    """Drop the keys timm's factory adds; refuse ``pretrained=True`` (no weights are published)."""
-    if pretrained:
-        raise ValueError(
-            "pretrained=True: no pretrained weights are published for ghostnest models; "
-            "train one with `ghostnest train` and load it with `ghostnest.load_checkpoint`"
-        )
-    return {k: v for k, v in kwargs.items() if k not in _TIMM_FACTORY_KEYS}
 
 
 def unknown_model_error(name: str) -> ValueError:
@@ -93,6 +95,25 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     ]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments)."""
-    return model_info(name).builder(pretrained=pretrained, **kwargs)
+def create_model(name: str, pretrained: bool | str | os.PathLike = False, **kwargs) -> nn.Module:
+    """Build model ``name`` (``num_classes=...`` and any of its constructor options as keyword arguments).
+
+    ``pretrained=PATH`` loads trained weights (through timm's loader, before any ``features_only`` wrapping): a run
+    directory, a checkpoint or exported ``.safetensors`` file, a hub folder, or a plain ``.safetensors`` state dict.
+    The checkpoint's options and class count are used unless given; a different architecture or class count is a
+    ``ValueError`` naming the right call."""
+    info = model_info(name)
+    if not isinstance(pretrained, (str, os.PathLike)):
+        return info.builder(pretrained=pretrained, **kwargs)
+    from .weights import pretrained_overlay
+
+    overlay = pretrained_overlay(pretrained, name, kwargs)
+    try:
+        model = info.builder(pretrained=True, pretrained_cfg_overlay={**kwargs.pop("pretrained_cfg_overlay", {}),
+                                                                      **overlay}, **kwargs)
+    except RuntimeError as exc:  # timm's strict load_state_dict
+        lines = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in lines[1:3]) or lines[0]
+        raise ValueError(f"{pretrained} does not fit {name} with options {kwargs} ({detail}); build it with the "
+                         "options it was trained with") from None
+    return model

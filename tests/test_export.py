@@ -160,7 +160,7 @@ def test_export_by_model_name_and_errors(tmp_path, capsys):
     assert main(["export", "ghostmixnet", "--format", "onnx", "--input", "8", "--out", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err  # the model's own check, not the exporter's trace
     assert err.splitlines() == [
-        "error: cannot export at input size 8: GhostMixNet expects (N, C, H, W) input with H, W >= 32; got (1, 3, 8, 8)"]
+        "error: cannot export at input size 8: GhostMixNet expects (N, 3, H, W) input with H, W >= 32; got (1, 3, 8, 8)"]
     with pytest.raises(SystemExit):  # 0 is not "the default size"
         main(["export", "ghostmixnet", "--format", "onnx", "--input", "0", "--out", str(tmp_path / "0.onnx")])
     assert "argument --input: must be a positive integer, got 0" in capsys.readouterr().err

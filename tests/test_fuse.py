@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import ghostnest
-from ghostnest.layers import GhostModule, MixConv2d
+from ghostnest.layers import GhostModule, MixConv2d, set_mixconv_impl
 from ghostnest.layers.fused import FastMish, FusedGhostModule
 from ghostnest.models.ghostmixnet import GhostBlock, GhostMixNetConfig
 from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock
@@ -78,10 +78,7 @@ def test_fused_block_equals_unfused(name):
 @pytest.mark.parametrize("impl", ["split", "single", "repeat", "auto"])
 def test_fuse_every_mixconv_impl(impl):
     torch.manual_seed(0)
-    model = ghostnest.create_model("menest_ghost_s", num_classes=10, stages=TINY, num_features=64)
-    for m in model.modules():
-        if isinstance(m, MixConv2d):
-            m.impl = impl
+    model = set_mixconv_impl(ghostnest.create_model("menest_ghost_s", num_classes=10, stages=TINY, num_features=64), impl)
     fused = _check(model, torch.randn(2, 3, 32, 32), size=32)
     assert not _bns(fused)
 

@@ -58,10 +58,12 @@ def test_adaptive_pool_equals_published_avgpool_at_32():
         torch.testing.assert_close(m.forward_head(feats, pre_logits=True), published)
 
 
-def test_too_small_input_is_a_clear_error():
+def test_too_small_input_is_a_clear_error_where_inputs_enter():
     m = ghostnest.create_model("ghostmixnet", depths=(1, 1, 1))
     with pytest.raises(ValueError, match="H, W >= 32"):
-        m(torch.randn(1, 3, 16, 16))
+        m.check_input((1, 3, 16, 16))
+    m.check_input((1, 3, 32, 32))
+    assert m.min_input_size == m.pretrained_cfg["min_input_size"][-1] == 32
 
 
 def test_gradients_reach_every_parameter():
@@ -112,7 +114,7 @@ def test_options_for_user_ablations():
         (dict(depths=(4, 4)), "one entry per stage"),
         (dict(ghost_ratio=1), "ratio=1"),
         (dict(act="swishy"), "swishy"),
-        (dict(num_classes=0), "num_classes"),
+        (dict(num_classes=-1), "num_classes"),
         (dict(drop_rate=1.5), "drop_rate"),
         (dict(dropout=0.1), "unknown GhostMixNet option"),
     ],

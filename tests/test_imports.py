@@ -20,11 +20,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ghostnest"
 # Highest first. A module belongs to the first layer whose prefix names it or a package above it.
 LAYERS = (
     ("commands", ("ghostnest.cli", "ghostnest.__main__")),
-    ("deployment and reports", ("ghostnest.export", "ghostnest.quantize", "ghostnest.report", "ghostnest.bench")),
+    ("deployment and reports", ("ghostnest.export", "ghostnest.quantize", "ghostnest.report", "ghostnest.bench",
+                                "ghostnest.explain", "ghostnest.hub", "ghostnest.backbones")),
     ("training", ("ghostnest.train",)),
     ("data, models, layers and their tools", (
         "ghostnest.data", "ghostnest.models", "ghostnest.layers", "ghostnest.registry", "ghostnest.stats",
-        "ghostnest.fuse", "ghostnest.onnx_graph", "ghostnest.modelfile", "ghostnest.devices", "ghostnest.fileio")),
+        "ghostnest.fuse", "ghostnest.onnx_graph", "ghostnest.modelfile", "ghostnest.devices", "ghostnest.fileio",
+        "ghostnest.weights", "ghostnest.normalization", "ghostnest.figures")),
 )
 
 

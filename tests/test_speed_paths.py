@@ -16,7 +16,7 @@ import ghostnest
 from ghostnest.layers import GhostModule, MixConv2d
 from ghostnest.layers.fused import SMALL_MISH, FastMish, fast_mish_enabled, mish_formula, use_fast_mish
 from ghostnest.layers.depthwise import depthwise_conv2d
-from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_default_mixconv_impl
+from ghostnest.layers.mixconv import MIXCONV_IMPLS, set_mixconv_impl
 from ghostnest.models.menest import MENeStConfig, MSBlock, MSGhostBlock
 
 from helpers import calibrate_bn
@@ -26,13 +26,6 @@ from plain_ghostmixnet import PlainGhostMixNet, load_ghostnest_weights  # noqa: 
 
 TOL = 1e-4
 TINY = (("ms", 1, 8, 1, 1), ("ms", 1, 16, 2, 2), ("ms_ghost", 2, 16, 2, 2), ("ms_ghost", 1, 24, 1, 3))
-
-
-def _set_impl(model, impl):
-    for m in model.modules():
-        if isinstance(m, MixConv2d):
-            m.impl = impl
-    return model
 
 
 def _forward_backward(model, x):
@@ -56,29 +49,31 @@ def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
     torch.manual_seed(0)
     m = MixConv2d(10, (3, 5, 7, 9), stride, multiplier=multiplier, bias=True)
     x = torch.randn(2, 10, size, size)
-    ref = _forward_backward(_set_impl(m, "split"), x)
+    ref = _forward_backward(set_mixconv_impl(m, "split"), x)
     for impl in ("single", "repeat", "rowgrad", "matmul", "auto"):
-        out, gx, grads = _forward_backward(_set_impl(m, impl), x)
+        out, gx, grads = _forward_backward(set_mixconv_impl(m, impl), x)
         _assert_close(out, ref[0], f"{impl} output")
         _assert_close(gx, ref[1], f"{impl} input grad")
         for n, g in grads.items():
             _assert_close(g, ref[2][n], f"{impl} grad {n}")
 
 
-def test_mixconv_default_impl_switch_and_auto_choice():
+def test_mixconv_impl_is_chosen_once_and_auto_resolves_per_mode():
     m1, m8 = MixConv2d(8, (3, 5)), MixConv2d(8, (3, 5), multiplier=8)
     # training (weights need gradients) on CPU: the custom backward for multiplier <= 2, split beyond
     assert m1.resolved_impl() == "rowgrad" and m8.resolved_impl() == "split"
     assert MixConv2d(8, (3, 5), stride=2).resolved_impl() == "split"  # rowgrad is stride-1 only
     with torch.no_grad():
         assert m1.resolved_impl() == "single" and m8.resolved_impl() == "repeat"
-    old = set_default_mixconv_impl("split")
-    try:
-        assert m1.resolved_impl() == m8.resolved_impl() == "split"
-    finally:
-        set_default_mixconv_impl(old)
+    model = torch.nn.Sequential(m1, torch.nn.Identity(), torch.nn.Sequential(m8))
+    assert set_mixconv_impl(model, "split") is model  # one call sets every MixConv of a model
+    assert m1.resolved_impl() == m8.resolved_impl() == "split"
+    assert MixConv2d(8, (3, 5), impl="repeat").impl == "repeat"  # or chosen when it is built
     with pytest.raises(ValueError, match="not valid"):
-        set_default_mixconv_impl("fastest")
+        set_mixconv_impl(model, "fastest")
+    with pytest.raises(ValueError, match="not valid"):
+        MixConv2d(8, (3, 5), impl="fastest")
+    set_mixconv_impl(model, "auto")
     assert set(MIXCONV_IMPLS) == {"auto", "split", "single", "repeat", "rowgrad", "matmul"}
     assert m1.resolved_impl(16) == "matmul" and m1.resolved_impl(17) == "rowgrad"
     assert m8.resolved_impl(16) == "matmul" and m8.resolved_impl(64) == "split"
@@ -156,8 +151,8 @@ def test_blocks_fast_path_equals_plain_in_train_and_eval(name):
     x = torch.randn(4, channels, 12, 12)
     x = x * (0.5 + torch.rand(4, 1, 1, 1))
     block.train()
-    ref = _forward_backward(_set_impl(block, "split"), x)
-    fast = use_fast_mish(_set_impl(block, "auto"))
+    ref = _forward_backward(set_mixconv_impl(block, "split"), x)
+    fast = use_fast_mish(set_mixconv_impl(block, "auto"))
     out, gx, grads = _forward_backward(fast, x)
     _assert_close(out, ref[0], "train output")
     _assert_close(gx, ref[1], "train input grad")
@@ -165,9 +160,9 @@ def test_blocks_fast_path_equals_plain_in_train_and_eval(name):
         _assert_close(g, ref[2][n], f"grad {n}")
     block.eval()
     with torch.no_grad():
-        plain = _set_impl(block, "split")(x)
+        plain = set_mixconv_impl(block, "split")(x)
         assert plain.std() > 1e-2
-        _assert_close(_set_impl(block, "auto")(x), plain, "eval output")
+        _assert_close(set_mixconv_impl(block, "auto")(x), plain, "eval output")
 
 
 def test_small_menest_fast_path_equals_plain_train_and_eval():
@@ -176,8 +171,8 @@ def test_small_menest_fast_path_equals_plain_train_and_eval():
                                    drop_rate=0.0, drop_path_rate=0.0)
     x = torch.randn(2, 3, 32, 32)
     model.train()
-    ref = _forward_backward(_set_impl(model, "split"), x)
-    use_fast_mish(_set_impl(model, "auto"))
+    ref = _forward_backward(set_mixconv_impl(model, "split"), x)
+    use_fast_mish(set_mixconv_impl(model, "auto"))
     out, gx, grads = _forward_backward(model, x)
     _assert_close(out, ref[0], "train logits")
     _assert_close(gx, ref[1], "train input grad")
@@ -191,7 +186,7 @@ def test_small_menest_fast_path_equals_plain_train_and_eval():
     calibrate_bn(model, 32)
     with torch.no_grad():
         fast = model(x)
-        plain = _set_impl(model, "split")
+        plain = set_mixconv_impl(model, "split")
         for parent in plain.modules():  # back to nn.Mish
             for n, c in list(parent._modules.items()):
                 if isinstance(c, FastMish):

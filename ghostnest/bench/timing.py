@@ -102,6 +102,7 @@ def bench_models(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     runtime: str = "torch",
+    grad_checkpointing: bool = False,
 ) -> list[dict]:
     """Time ``names`` interleaved in this process; one result dict per model (keys :data:`RESULT_KEYS`), in order.
 
@@ -113,8 +114,10 @@ def bench_models(
     leave PyTorch's setting, one thread per core). ``progress``, if given, is called with a short line before each
     model is built and when timing starts. ``runtime="onnxruntime"`` times, beside each PyTorch model, its ONNX
     export run by onnxruntime on the CPU (rows named ``NAME [onnxruntime]``; infer mode, fp32, CPU only), so
-    deployment speed is a measured figure. Raises ``ValueError`` for an unknown model, a bad size/count, or a
-    device or dtype this machine cannot run.
+    deployment speed is a measured figure. ``grad_checkpointing`` (train mode) times, after each model, the same
+    model with ``set_grad_checkpointing()`` (rows named ``NAME +grad-ckpt``): peak memory and step time with and
+    without. Raises ``ValueError`` for an unknown model, a bad size/count, or a device or dtype this machine cannot
+    run.
     """
     names = list(names)
     if not names:
@@ -124,16 +127,25 @@ def bench_models(
     num_classes = num_classes if num_classes is not None else infos[0].num_classes
     dev, tdtype = check_run(mode, batch, repeats, warmup, input_size, num_classes, device, dtype)
     _check_models(fuse, runtime, mode, dtype, compile, dev)
+    if grad_checkpointing and mode != "train":
+        raise ValueError("--grad-checkpointing saves activation memory in training: add --mode train")
     kwargs = dict(model_kwargs or {})
     say = progress or (lambda _msg: None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def builder(name: str, family: str):
+    def builder(name: str, family: str, checkpointing: bool = False):
+        label = f"{name} +grad-ckpt" if checkpointing else name
+
         def build() -> tuple[nn.Module, dict, nn.Module]:
-            say(f"building {name}")
+            say(f"building {label}")
             gflops = _gflops(name, input_size, num_classes, kwargs)
             torch.manual_seed(seed)
             model = create_model(name, num_classes=num_classes, **kwargs)
+            check = getattr(model, "check_input", None)  # the model's own size check, one line
+            if check is not None:
+                check((batch, 3, input_size, input_size))
+            if checkpointing:
+                model.set_grad_checkpointing(True)
             extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
             onnx_model = None
             if runtime == "onnxruntime" and fuse:  # the ONNX file gets the layout fused for onnxruntime
@@ -141,11 +153,12 @@ def bench_models(
             model = prepare_model(model.to(dev, memory_format=memory_format), mode, fuse)
             return (torch.compile(model) if compile else model), extra, onnx_model or model
 
-        return name, channels_last, build
+        return label, channels_last, build
 
     with _num_threads(threads):
         rows = _run(
-            builders=[builder(name, info.family) for name, info in zip(names, infos, strict=True)],
+            builders=[builder(name, info.family, ckpt) for name, info in zip(names, infos, strict=True)
+                      for ckpt in ((False, True) if grad_checkpointing else (False,))],
             input_size=input_size,
             batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
             warmup=warmup, seed=seed, say=say, compile=compile, runtime=runtime,

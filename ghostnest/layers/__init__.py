@@ -2,15 +2,17 @@
 from .activations import ACTIVATIONS, get_act
 from .attention import ChannelShuffle, SplitAttention, SqueezeExcite
 from .ghost import GhostModule
-from .mixconv import MixConv2d, split_channels
+from .mixconv import MIXCONV_IMPLS, MixConv2d, set_mixconv_impl, split_channels
 
 __all__ = [
     "ACTIVATIONS",
+    "MIXCONV_IMPLS",
     "ChannelShuffle",
     "GhostModule",
     "MixConv2d",
     "SplitAttention",
     "SqueezeExcite",
     "get_act",
+    "set_mixconv_impl",
     "split_channels",
 ]

@@ -16,10 +16,11 @@ The sums are the same as the direct convolution's, in another order: float32 res
 (tests/test_speed_paths.py compares both gradients with PyTorch's for every kernel size and multiplier).
 Stride 1, odd kernel, "same" padding, no bias (MixConv's case); anything else should call ``F.conv2d``.
 """
-from __future__ import annotations
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
@@ -66,7 +67,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _DepthwiseConv2d.apply(x, weight)
 
 
-def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int
+def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, groups: int
                 ) -> torch.Tensor:
     """``F.conv2d`` with "same" padding (``k // 2``, odd ``k``) that, at stride 1, leaves out the kernel rows and
     columns that only ever meet padding: on an ``h``-row map a tap more than ``h - 1`` rows from the centre never
@@ -80,16 +81,20 @@ def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     pad = k // 2
     if stride == 1 and x.device.type != "meta" and weight.shape[-2] == k:
         ch, cw = max(0, pad - x.shape[-2] + 1), max(0, pad - x.shape[-1] + 1)
-        if ch or cw:
+        if ch > 0 or cw > 0:
             weight = weight[:, :, ch:k - ch, cw:k - cw].contiguous()
-            if weight.shape[-2:] == (1, 1) and groups == x.shape[1]:  # a per-channel scale (PyTorch's native
-                m = weight.shape[0] // groups  # 1x1 depthwise convolution loops over the channels one by one)
+            if weight.shape[-2] == 1 and weight.shape[-1] == 1 and groups == x.shape[1]:
+                # a per-channel scale (PyTorch's native 1x1 depthwise convolution loops over the channels one by one)
+                m = weight.shape[0] // groups
                 out = (x if m == 1 else x.repeat_interleave(m, dim=1)) * weight.view(1, -1, 1, 1)
-                return out if bias is None else out + bias.view(1, -1, 1, 1)
+                if bias is not None:
+                    out = out + bias.view(1, -1, 1, 1)
+                return out
             return F.conv2d(x, weight, bias, 1, (pad - ch, pad - cw), 1, groups)
     return F.conv2d(x, weight, bias, stride, pad, 1, groups)
 
 
+@register_notrace_module  # crops its kernel by the map size: a leaf for torch.fx (timm's tracer)
 class SameConv2d(torch.nn.Conv2d):
     """A ``nn.Conv2d`` with "same" padding that runs through :func:`same_conv2d` (dead taps of small maps left
     out); the fused MixConv of :func:`ghostnest.fuse` is one."""
@@ -101,5 +106,5 @@ class SameConv2d(torch.nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias,
                          device=device, dtype=dtype)
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return same_conv2d(input, weight, bias, self.stride[0], self.groups)

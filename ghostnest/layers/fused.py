@@ -80,19 +80,21 @@ class FusedGhostModule(nn.Module):
     applied after the cheap operation has read them.
     """
 
-    def __init__(self, primary: nn.Module, cheap: nn.Module, scale: torch.Tensor, shift: torch.Tensor, out_channels: int):
+    def __init__(self, primary: nn.Module, cheap: nn.Module, scale: torch.Tensor, shift: torch.Tensor, out_channels: int,
+                 trim: bool = True):
         super().__init__()
         self.primary = primary
         self.cheap = cheap
         self.register_buffer("scale", scale.view(1, -1, 1, 1))
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
         self.out_channels = out_channels
+        self.trim = trim  # the concatenation has more channels than out_channels (GhostModule.trim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary(x)
         x2 = self.cheap(x1)
         out = torch.cat([torch.addcmul(self.shift, x1, self.scale), x2], dim=1)
-        return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]
+        return out[:, : self.out_channels] if self.trim else out
 
 
 def use_fast_mish(model: nn.Module) -> nn.Module:

@@ -57,6 +57,7 @@ class GhostModule(nn.Module):
         self.out_channels = out_channels
         init_channels = math.ceil(out_channels / ratio)
         new_channels = init_channels * (ratio - 1)
+        self.trim = init_channels + new_channels != out_channels  # decided here: forward does tensor work only
         self.primary_conv = nn.Sequential(
             nn.Conv2d(in_channels, init_channels, kernel_size, stride, kernel_size // 2, bias=not bn),
             nn.BatchNorm2d(init_channels) if bn else nn.Identity(),
@@ -80,4 +81,4 @@ class GhostModule(nn.Module):
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
         out = torch.cat([x1, x2], dim=1)
-        return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]
+        return out[:, : self.out_channels] if self.trim else out

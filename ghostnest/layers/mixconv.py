@@ -1,10 +1,10 @@
 """Mixed depthwise convolution (MixConv), ME-NeSt-Ghost, section 3.1.1 and Figure 2 (Tan & Le, 2019b)."""
-from __future__ import annotations
-
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from .depthwise import SameConv2d, depthwise_conv2d, same_conv2d
@@ -34,15 +34,25 @@ MIXCONV_IMPLS = ("auto", "split", "single", "repeat", "rowgrad", "matmul")
 SMALL_MAP = 16  # pixels (4 x 4): where "auto" uses "matmul" in training
 ROWGRAD_MIN_KERNEL = 5  # oneDNN's own weight gradient is fast for 3x3 kernels
 ROWGRAD_MAX_MULTIPLIER = 2  # with 8 outputs per channel, "split" was faster (measured)
-_DEFAULT_IMPL = ["auto"]
 
 
-def set_default_mixconv_impl(impl: str) -> str:
-    """Set how MixConv2d modules without their own ``impl`` run (``"auto"`` by default); returns the old value."""
+def check_mixconv_impl(impl: str) -> str:
+    """``impl`` if it names a MixConv implementation, else a ``ValueError`` listing them."""
     if impl not in MIXCONV_IMPLS:
         raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
-    old, _DEFAULT_IMPL[0] = _DEFAULT_IMPL[0], impl
-    return old
+    return impl
+
+
+def set_mixconv_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Run every :class:`MixConv2d` of ``model`` through ``impl`` (one of :data:`MIXCONV_IMPLS`); returns ``model``.
+
+    The one way to choose MixConv's implementation: each module is built with ``"auto"`` and keeps what this sets
+    (:func:`ghostnest.fuse` pins the inference one). Not part of the state dict; a deep copy keeps it."""
+    check_mixconv_impl(impl)
+    for m in model.modules():
+        if isinstance(m, MixConv2d):
+            m.impl = impl
+    return model
 
 
 def split_channels(channels: int, num_groups: int, partition: str = "equal") -> list[int]:
@@ -74,6 +84,7 @@ def split_channels(channels: int, num_groups: int, partition: str = "equal") -> 
     return split
 
 
+@register_notrace_module  # its implementation is picked from the map size: a leaf for torch.fx (timm's tracer)
 class MixConv2d(nn.Module):
     """Mixed depthwise convolution: channel groups convolved with different kernel sizes, then concatenated.
 
@@ -89,7 +100,14 @@ class MixConv2d(nn.Module):
         multiplier: channel multiplier; the output has ``channels * multiplier`` channels, each input channel's
             outputs staying inside its group.
         bias: add a bias per output channel.
+        impl: how the groups run, one of :data:`MIXCONV_IMPLS` (``"auto"``: the measured fastest for the mode,
+            device and map size; every choice gives the same output). :func:`set_mixconv_impl` changes it for a
+            whole model.
     """
+
+    __constants__ = ["small_map", "rowgrad_max_multiplier"]  # TorchScript reads class constants, not globals
+    small_map = SMALL_MAP
+    rowgrad_max_multiplier = ROWGRAD_MAX_MULTIPLIER
 
     def __init__(
         self,
@@ -99,6 +117,7 @@ class MixConv2d(nn.Module):
         partition: str = "equal",
         multiplier: int = 1,
         bias: bool = False,
+        impl: str = "auto",
     ):
         super().__init__()
         kernel_sizes = [int(k) for k in kernel_sizes]
@@ -118,39 +137,52 @@ class MixConv2d(nn.Module):
             SameConv2d(c, c * multiplier, k, stride, groups=c, bias=bias)
             for c, k in zip(self.splits, kernel_sizes, strict=True)
         )
-        self.impl: str | None = None  # None: the process default (set_default_mixconv_impl); not in state_dict
+        self.impl = check_mixconv_impl(impl)  # not in the state dict
 
-    def resolved_impl(self, pixels: int | None = None) -> str:
-        """The implementation this module runs now (on maps of ``pixels`` = H * W, if known): its own ``impl``,
-        else the default, with "auto" resolved."""
-        impl = self.impl or _DEFAULT_IMPL[0]
-        if impl not in MIXCONV_IMPLS:
-            raise ValueError(f"impl={impl!r} is not valid; choose one of {MIXCONV_IMPLS}")
+    def resolved_impl(self, pixels: Optional[int] = None) -> str:
+        """The implementation this module runs now (on maps of ``pixels`` = H * W, if known): its ``impl`` with
+        "auto" resolved. Under TorchScript the custom-autograd paths ("rowgrad", "matmul") run as "split"."""
+        impl = self.impl
         if impl == "auto":
-            if self.convs[0].weight.device.type == "meta":
+            weight = self.convs[0].weight
+            if weight.device.type == "meta":
                 impl = "split"  # shape/FLOP counting: the architecture's multiply-adds, not the zero-padded taps
-            elif torch.is_grad_enabled() and self.convs[0].weight.requires_grad:
+            elif torch.is_grad_enabled() and weight.requires_grad:
                 # training: oneDNN's depthwise backward is slower for both merged convolutions (measured on CPU)
-                if self.convs[0].weight.device.type != "cpu":
+                if weight.device.type != "cpu":
                     impl = "split"
-                elif pixels is not None and pixels <= SMALL_MAP:
+                elif pixels is not None and pixels <= self.small_map:
                     impl = "matmul"
+                elif self.multiplier <= self.rowgrad_max_multiplier:
+                    impl = "rowgrad"
                 else:
-                    impl = "rowgrad" if self.multiplier <= ROWGRAD_MAX_MULTIPLIER else "split"
+                    impl = "split"
+            elif self.multiplier > 1:
+                impl = "repeat"
             else:
-                impl = "repeat" if self.multiplier > 1 else "single"
+                impl = "single"
+        if torch.jit.is_scripting():
+            if impl == "rowgrad" or impl == "matmul":
+                impl = "split"
         if (impl == "repeat" and self.multiplier == 1) or (impl == "rowgrad" and self.stride != 1):
             impl = "split"
         return impl
 
-    def merged_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def merged_weight(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Weight (and bias) of the single depthwise convolution equal to this MixConv: each group's kernel
         zero-padded (centred) to the largest kernel size, stacked in output-channel order."""
         kmax = max(self.kernel_sizes)
-        weight = torch.cat([F.pad(c.weight, [(kmax - c.kernel_size[0]) // 2] * 4) for c in self.convs], dim=0)
-        bias = torch.cat([c.bias for c in self.convs]) if self.convs[0].bias is not None else None
-        return weight, bias
+        weights: list[torch.Tensor] = []
+        biases: list[torch.Tensor] = []
+        for conv in self.convs:
+            p = (kmax - conv.kernel_size[0]) // 2
+            weights.append(F.pad(conv.weight, [p, p, p, p]))
+            bias = conv.bias
+            if bias is not None:
+                biases.append(bias)
+        return torch.cat(weights, dim=0), (torch.cat(biases) if len(biases) > 0 else None)
 
+    @torch.jit.unused
     def _gather_index(self, h: int, w: int, k: int) -> tuple[torch.Tensor, int, int]:
         """For maps of h x w and a k x k kernel: index (H_out*W_out, h*w) into the flattened kernel, k*k where the
         tap falls outside it (that entry is a zero), and the output size."""
@@ -168,6 +200,7 @@ class MixConv2d(nn.Module):
             cache[key] = (idx, ho, wo)
         return cache[key]
 
+    @torch.jit.unused
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         weight, bias = self.merged_weight()
@@ -180,31 +213,40 @@ class MixConv2d(nn.Module):
         out = out.permute(2, 0, 1).reshape(n, -1, ho, wo)
         return out if bias is None else out + bias.view(1, -1, 1, 1)
 
+    @torch.jit.unused
+    def _rowgrad(self, x: torch.Tensor) -> torch.Tensor:
+        """"split", with every group of a kernel of at least ROWGRAD_MIN_KERNEL through depthwise_conv2d (stride 1;
+        resolved_impl falls back to "split" otherwise)."""
+        outs = []
+        for conv, part in zip(self.convs, x.split(self.splits, dim=1), strict=True):
+            if conv.kernel_size[0] < ROWGRAD_MIN_KERNEL:
+                outs.append(conv(part))
+            else:
+                out = depthwise_conv2d(part, conv.weight)
+                outs.append(out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1))
+        return torch.cat(outs, dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
         impl = self.resolved_impl(x.shape[-2] * x.shape[-1])
         if impl == "matmul":
             return self._matmul(x)
+        if impl == "rowgrad":
+            return self._rowgrad(x)
         if impl == "single":
             weight, bias = self.merged_weight()
             return same_conv2d(x, weight, bias, self.stride, self.in_channels)
-        if impl == "repeat":
-            m = self.multiplier  # each group's slice repeated straight into a contiguous tensor: one copy
-            return torch.cat([
-                same_conv2d(part.repeat_interleave(m, dim=1), conv.weight, conv.bias, self.stride, part.shape[1] * m)
-                for conv, part in zip(self.convs, x.split(self.splits, dim=1), strict=True)
-            ], dim=1)
-        group = self._rowgrad_group if impl == "rowgrad" else nn.Conv2d.__call__  # "split" or "rowgrad"
-        return torch.cat([group(conv, part) for conv, part in zip(self.convs, x.split(self.splits, dim=1), strict=True)], dim=1)
-
-    @staticmethod
-    def _rowgrad_group(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """One kernel group under "rowgrad" (stride 1; resolved_impl falls back to "split" otherwise)."""
-        if conv.kernel_size[0] < ROWGRAD_MIN_KERNEL:
-            return conv(x)
-        out = depthwise_conv2d(x, conv.weight)
-        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+        parts = x.split(self.splits, dim=1)
+        outs: list[torch.Tensor] = []
+        for i, conv in enumerate(self.convs):
+            if impl == "repeat":  # each group's slice repeated straight into a contiguous tensor: one copy
+                part = parts[i].repeat_interleave(self.multiplier, dim=1)
+                outs.append(same_conv2d(part, conv.weight, conv.bias, self.stride, part.shape[1]))
+            else:  # "split"
+                outs.append(conv(parts[i]))
+        return torch.cat(outs, dim=1)
 
     def extra_repr(self) -> str:
-        return f"impl={self.impl or _DEFAULT_IMPL[0]}, splits={self.splits}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, multiplier={self.multiplier}"
+        return (f"impl={self.impl}, splits={self.splits}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, "
+                f"multiplier={self.multiplier}")

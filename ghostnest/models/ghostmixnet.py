@@ -18,9 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from timm.models import generate_default_cfgs
+
 from ..layers import GhostModule, SqueezeExcite, get_act
+from ..normalization import CIFAR10_MEAN, CIFAR10_STD
 from ..registry import register_model
-from ._base import PooledClassifier, build_model
+from ._base import PooledClassifier, StagePlan, build_model, pretrained_cfg
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class GhostBlock(nn.Module):
     3x3 convolutions (a ResNet BasicBlock, the paper's ablation baseline). The shortcut is the identity, or a
     strided 1x1 convolution + BN where the shape changes.
     """
+
+    __jit_unused_properties__ = ["fuse_keeps"]  # fuse's bookkeeping, not TorchScript's
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, cfg: GhostMixNetConfig):
         super().__init__()
@@ -90,12 +95,16 @@ class GhostBlock(nn.Module):
 class GhostMixNet(PooledClassifier):
     """GhostMixNet (*GhostMixNet*, Figure 1): stem, three stages of :class:`GhostBlock`, pooled dropout-linear head.
 
-    Accepts any input of at least 8 x 8 pixels per pooled cell (32 x 32 for the default 2x2 pool and strides) and
-    any class count. The head pools adaptively to ``pool_size`` x ``pool_size``, which at 32 x 32 input equals the
-    published ``AvgPool2d(4)`` on the 8 x 8 final map.
+    Takes inputs of at least 4 x 4 pixels per pooled cell (32 x 32 for the default 2x2 pool and strides;
+    :meth:`check_input`) and any class count (0: a headless feature model). The head pools adaptively to
+    ``pool_size`` x ``pool_size``, which at 32 x 32 input equals the published ``AvgPool2d(4)`` on the 8 x 8 final
+    map; there is no head convolution (``head`` is the identity).
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, cfg: GhostMixNetConfig = GhostMixNetConfig()):
+    family_name = "GhostMixNet"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, cfg: GhostMixNetConfig = GhostMixNetConfig(),
+                 global_pool: str = "avg"):
         super().__init__()
         if not (len(cfg.depths) == len(cfg.widths) == len(cfg.strides)):
             raise ValueError(
@@ -103,16 +112,7 @@ class GhostMixNet(PooledClassifier):
             )
         if min(cfg.depths) < 1 or min(cfg.widths) < 1 or min(cfg.strides) < 1:
             raise ValueError("every stage needs depth >= 1, width >= 1 and stride >= 1")
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes} must be >= 1")
-        if not 0.0 <= cfg.drop_rate < 1.0:
-            raise ValueError(f"drop_rate={cfg.drop_rate} must be in [0, 1)")
         self.cfg = cfg
-        self.num_classes = num_classes
-        self.min_input_size = cfg.pool_size
-        for s in cfg.strides:
-            self.min_input_size *= s
-        self.min_input_size *= 4  # the published 32x32 -> 8x8 -> 2x2 keeps 4x4 pixels per pooled cell at least
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, cfg.stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
         )
@@ -124,17 +124,20 @@ class GhostMixNet(PooledClassifier):
                 in_ch = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.num_features = in_ch * cfg.pool_size**2
-        self.pool = nn.AdaptiveAvgPool2d(cfg.pool_size)
-        self.drop = nn.Dropout(cfg.drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.head = nn.Identity()
+        self.init_classifier(cfg, num_classes, in_chans, in_ch, cfg.drop_rate, global_pool, cfg.pool_size)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f"GhostMixNet expects (N, C, H, W) input with H, W >= {self.min_input_size}; got {tuple(x.shape)}"
-            )
-        return self.stages(self.stem(x))
+    @classmethod
+    def stage_plan(cls, cfg: GhostMixNetConfig) -> StagePlan:
+        return StagePlan(cfg.stem_width, 1, tuple(cfg.widths), tuple(cfg.strides))
+
+    @classmethod
+    def min_input_for(cls, cfg: GhostMixNetConfig) -> int:
+        """4 x 4 pixels per pooled cell at least, as the published 32x32 -> 8x8 -> 2x2."""
+        smallest = cfg.pool_size * 4
+        for s in cfg.strides:
+            smallest *= s
+        return smallest
 
 
 def _normalise(key: str, value):
@@ -143,23 +146,38 @@ def _normalise(key: str, value):
     return value
 
 
-def _build(overrides: dict, pretrained: bool, kwargs: dict) -> GhostMixNet:
-    return build_model(GhostMixNet, GhostMixNetConfig, "GhostMixNet", overrides, pretrained, kwargs, 10, _normalise)
+def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> GhostMixNet:
+    return build_model(GhostMixNet, GhostMixNetConfig, variant, overrides, pretrained, kwargs, _normalise)
 
 
-@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=3.0)
+def _cfg(**kwargs) -> dict:
+    return pretrained_cfg(32, 32, 8, CIFAR10_MEAN, CIFAR10_STD, 10, PAPER, origin_url=CODE, **kwargs)
+
+
+PAPER = "GhostMixNet: More Features, Less Complexity"
+CODE = "https://github.com/NYUNeuroNinjas/GhostMixNet"  # the published implementation (docs/reference.md)
+# timm's pretrained cfgs, read by timm.models.register_model: CIFAR-10 at 32 x 32 (the final map is 8 x 8), the
+# recipes' normalisation, no weights published
+default_cfgs = generate_default_cfgs({
+    "ghostmixnet": _cfg(),
+    "ghostmixnet_resnet": _cfg(),
+    "ghostmixnet_resnet_se": _cfg(),
+})
+
+
+@register_model("ghostmixnet", paper_params_m=3.0)
 def ghostmixnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
     """GhostMixNet as published (*GhostMixNet*, Figure 1): Ghost modules + SE, [4, 4, 4] blocks of 64/128/256 channels."""
-    return _build({}, pretrained, kwargs)
+    return _build("ghostmixnet", {}, pretrained, kwargs)
 
 
-@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.6)
+@register_model("ghostmixnet", paper_params_m=4.6)
 def ghostmixnet_resnet(pretrained: bool = False, **kwargs) -> GhostMixNet:
     """Ablation row "ResNet" (*GhostMixNet* results table): plain 3x3 residual blocks, no SE, [4, 4, 3] blocks."""
-    return _build(dict(ghost=False, se=False, depths=(4, 4, 3)), pretrained, kwargs)
+    return _build("ghostmixnet_resnet", dict(ghost=False, se=False, depths=(4, 4, 3)), pretrained, kwargs)
 
 
-@register_model("ghostmixnet", input_size=32, num_classes=10, paper_params_m=4.9)
+@register_model("ghostmixnet", paper_params_m=4.9)
 def ghostmixnet_resnet_se(pretrained: bool = False, **kwargs) -> GhostMixNet:
     """Ablation row "ResNet+SE" (*GhostMixNet* results table): plain 3x3 residual blocks with SE, [4, 4, 3] blocks."""
-    return _build(dict(ghost=False, se=True, depths=(4, 4, 3)), pretrained, kwargs)
+    return _build("ghostmixnet_resnet_se", dict(ghost=False, se=True, depths=(4, 4, 3)), pretrained, kwargs)

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import torch
 from timm.layers import DropPath
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..layers import ChannelShuffle, GhostModule, MixConv2d, SplitAttention, SqueezeExcite, get_act
 from ..layers.mixconv import split_channels
+from ..normalization import CIFAR100_MEAN, CIFAR100_STD
 from ..registry import register_model
-from ._base import PooledClassifier, build_model
+from ._base import PooledClassifier, StagePlan, build_model, pretrained_cfg
 
 MS = "ms"  # MixConv-Split-Attention block (section 3.1), in place of Fused-MBConv
 MS_GHOST = "ms_ghost"  # MixConv-SE-Ghost block (section 3.2), in place of MBConv
@@ -276,30 +278,22 @@ class MENeStGhost(PooledClassifier):
     """ME-NeSt-Ghost (ME-NeSt-Ghost, Tables 1-4): 3x3 stem, MS and MS-Ghost stages, 1x1 head conv, pool, dropout, FC.
 
     ``forward_features`` ends after the head convolution (+ BN + act), as in timm's EfficientNet; ``forward_head``
-    pools, applies dropout and the classifier. Any input of at least 1 x 1 pixels works (every convolution is
-    "same"-padded, so odd sizes simply round up at each stride 2).
+    pools, applies dropout and the classifier. Every convolution is "same"-padded, so any input size runs (odd sizes
+    round up at each stride 2); :meth:`check_input` asks for at least the final reduction (32 x 32 for S-XL, the
+    last map 1 x 1), where every feature level has exactly the size its reduction says.
     """
 
-    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStConfig = MENeStConfig()):
+    family_name = "ME-NeSt-Ghost"
+
+    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStConfig = MENeStConfig(),
+                 global_pool: str = "avg"):
         super().__init__()
-        if num_classes < 0:
-            raise ValueError(f"num_classes={num_classes} must be >= 0 (0 gives pooled features)")
-        if not 0.0 <= cfg.drop_rate < 1.0:
-            raise ValueError(f"drop_rate={cfg.drop_rate} must be in [0, 1)")
+        self.stage_plan(cfg)  # checks the stage table
         if not 0.0 <= cfg.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={cfg.drop_path_rate} must be in [0, 1)")
         if cfg.stem_width < 1 or cfg.num_features < 1:
             raise ValueError(f"stem_width={cfg.stem_width} and num_features={cfg.num_features} must be >= 1")
-        if not cfg.stages:
-            raise ValueError("stages must hold at least one row (block, layers, channels, stride, expansion)")
-        for row in cfg.stages:
-            if len(row) != 5 or row[0] not in BLOCK_TYPES or min(row[1:]) < 1:
-                raise ValueError(
-                    f"stage row {row!r} must be (block, layers, channels, stride, expansion) with block in "
-                    f"{BLOCK_TYPES} and positive integers"
-                )
         self.cfg = cfg
-        self.num_classes = num_classes
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, cfg.stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
         )
@@ -314,14 +308,23 @@ class MENeStGhost(PooledClassifier):
                 in_ch, idx = channels, idx + 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.num_features = cfg.num_features
         self.head = nn.Sequential(
             nn.Conv2d(in_ch, cfg.num_features, 1, bias=False), nn.BatchNorm2d(cfg.num_features), get_act(cfg.act)
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(cfg.drop_rate)
-        self.fc = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_classifier(cfg, num_classes, in_chans, cfg.num_features, cfg.drop_rate, global_pool)
         self._init_weights()
+
+    @classmethod
+    def stage_plan(cls, cfg: MENeStConfig) -> StagePlan:
+        if not cfg.stages:
+            raise ValueError("stages must hold at least one row (block, layers, channels, stride, expansion)")
+        for row in cfg.stages:
+            if len(row) != 5 or row[0] not in BLOCK_TYPES or min(row[1:]) < 1:
+                raise ValueError(
+                    f"stage row {row!r} must be (block, layers, channels, stride, expansion) with block in "
+                    f"{BLOCK_TYPES} and positive integers"
+                )
+        return StagePlan(cfg.stem_width, 2, tuple(r[2] for r in cfg.stages), tuple(r[3] for r in cfg.stages))
 
     def _init_weights(self) -> None:
         """EfficientNet's initialisation: He-normal (fan-out) convolutions, unit BN, uniform classifier."""
@@ -338,11 +341,6 @@ class MENeStGhost(PooledClassifier):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"ME-NeSt-Ghost expects (N, C, H, W) input; got shape {tuple(x.shape)}")
-        return self.head(self.stages(self.stem(x)))
-
 
 def _normalise(key: str, value):
     if not isinstance(value, Sequence) or isinstance(value, str):
@@ -354,30 +352,40 @@ def _normalise(key: str, value):
     return value
 
 
-def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
+def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
     # timm's factory spells drop_rate / drop_path_rate the same way, so they pass straight through
-    return build_model(MENeStGhost, MENeStConfig, "ME-NeSt-Ghost", overrides, pretrained, kwargs, 100, _normalise)
+    return build_model(MENeStGhost, MENeStConfig, variant, overrides, pretrained, kwargs, _normalise)
 
 
-@register_model("menest", input_size=128, num_classes=100, paper_params_m=21)
+PAPER = ("Mixconv-EfficientNeSt-Ghost (ME-NeSt-Ghost): Using a combination of mixed depthwise convolutions, "
+         "Split-Attention units and Ghost convolutions for improving EfficientNet-V2 performance")
+# timm's pretrained cfgs, read by timm.models.register_model: CIFAR-100 at 128 x 128 (section 2; the final map is
+# 4 x 4), the recipe's normalisation, no weights published
+default_cfgs = generate_default_cfgs({
+    name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
+    for name in ("menest_ghost_s", "menest_ghost_m", "menest_ghost_l", "menest_ghost_xl")
+})
+
+
+@register_model("menest", paper_params_m=21)
 def menest_ghost_s(pretrained: bool = False, **kwargs) -> MENeStGhost:
     """ME-NeSt-Ghost-S (ME-NeSt-Ghost, Table 1): EfficientNet-V2-S layout, 10 MS blocks then 30 MS-Ghost blocks."""
-    return _build(dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
+    return _build("menest_ghost_s", dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
 
 
-@register_model("menest", input_size=128, num_classes=100, paper_params_m=51)
+@register_model("menest", paper_params_m=51)
 def menest_ghost_m(pretrained: bool = False, **kwargs) -> MENeStGhost:
     """ME-NeSt-Ghost-M (ME-NeSt-Ghost, Table 2): EfficientNet-V2-M layout, 13 MS blocks then 44 MS-Ghost blocks."""
-    return _build(dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
+    return _build("menest_ghost_m", dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
 
 
-@register_model("menest", input_size=128, num_classes=100, paper_params_m=102)
+@register_model("menest", paper_params_m=102)
 def menest_ghost_l(pretrained: bool = False, **kwargs) -> MENeStGhost:
     """ME-NeSt-Ghost-L (ME-NeSt-Ghost, Table 3): EfficientNet-V2-L layout, 18 MS blocks then 61 MS-Ghost blocks."""
-    return _build(dict(stages=STAGES_L, stem_width=24, drop_rate=0.4), pretrained, kwargs)
+    return _build("menest_ghost_l", dict(stages=STAGES_L, stem_width=24, drop_rate=0.4), pretrained, kwargs)
 
 
-@register_model("menest", input_size=128, num_classes=100, paper_params_m=172)
+@register_model("menest", paper_params_m=172)
 def menest_ghost_xl(pretrained: bool = False, **kwargs) -> MENeStGhost:
     """ME-NeSt-Ghost-XL (ME-NeSt-Ghost, Table 4): EfficientNet-V2-XL layout, 20 MS blocks then 80 MS-Ghost blocks."""
-    return _build(dict(stages=STAGES_XL, stem_width=24, drop_rate=0.4), pretrained, kwargs)
+    return _build("menest_ghost_xl", dict(stages=STAGES_XL, stem_width=24, drop_rate=0.4), pretrained, kwargs)
