@@ -34,7 +34,7 @@ def _test_inputs(meta, path):
     from ghostnest.data.loader import ToModelInput
     from ghostnest.train.evaluate import test_split_of
 
-    _, data = test_split_of(meta, path, None, None)
+    _, data, _ = test_split_of(meta, path, None, None)
     return ToModelInput(meta["mean"], meta["std"], meta["input_size"], torch.device("cpu"))(data.test.images)
 
 
