@@ -52,14 +52,38 @@ def register_model(family: str, input_size: int, num_classes: int, paper_params_
 
 
 def register_timm_model(
-    name: str, family: str, input_size: int, num_classes: int, paper_params_m: float | None = None
+    name: str, family: str, input_size: int, num_classes: int, paper_params_m: float | None = None,
+    defaults: dict | None = None,
 ) -> None:
-    """List one of timm's own models beside ours (built by ``timm.create_model``)."""
+    """List one of timm's own models beside ours (built by ``timm.create_model``, with ``defaults`` as keyword
+    arguments unless the caller gives them, e.g. ``img_size`` for a model whose size is fixed at construction).
+
+    A model timm marks ``fixed_input_size`` (its ``pretrained_cfg``) refuses any other input size with a one-line
+    ``ValueError`` naming the ``img_size`` to build it with, instead of a shape error deep inside the network."""
 
     def build(pretrained: bool = False, **kwargs) -> nn.Module:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **{**(defaults or {}), **kwargs})
+        if getattr(model, "pretrained_cfg", {}).get("fixed_input_size") and hasattr(model, "img_size"):
+            model.register_forward_pre_hook(_FixedInputSize(name, tuple(model.img_size)))
+        return model
 
     _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
+
+
+class _FixedInputSize:
+    """Forward pre-hook of a fixed-size timm model: a one-line ``ValueError`` for an input of another size."""
+
+    def __init__(self, name: str, size: tuple[int, int]):
+        self.name, self.size = name, size
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if x is not None and getattr(x, "ndim", 0) == 4 and tuple(x.shape[-2:]) != self.size:
+            h, w = x.shape[-2:]
+            raise ValueError(
+                f"{self.name} was built for {self.size[0]}x{self.size[1]} inputs (img_size={self.size[0]}: its "
+                f"relative position tables have that size) but got {h}x{w}; build it with img_size={h} (in a recipe: "
+                f"--set model_kwargs.img_size={h})")
 
 
 def builder_kwargs(pretrained: bool, kwargs: dict) -> dict:

@@ -94,6 +94,10 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     if pipe.image_size < smallest:
         raise ValueError(f"image_size={pipe.image_size} is below {cfg.model}'s smallest input ({smallest} pixels); "
                          f"set --set image_size={smallest} or more")
+    fixed = getattr(model, "img_size", None) if getattr(model, "pretrained_cfg", {}).get("fixed_input_size") else None
+    if fixed is not None and tuple(fixed) != (pipe.image_size, pipe.image_size):  # e.g. CoAtNet (models/coatnet.py)
+        raise ValueError(f"{cfg.model} is built for {fixed[0]}x{fixed[1]} inputs (img_size) but this run trains at "
+                         f"{pipe.image_size}x{pipe.image_size}; add --set model_kwargs.img_size={pipe.image_size}")
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
     autocast, amp_dtype = autocast_for(cfg, dev)
