@@ -59,6 +59,19 @@ ABLATION = {"images": 50_000, "val": 10_000, "epochs": 200,
 TINY_GMN = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
 TINY_GMN_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
 TINY_MENEST = {"stages": [["ms", 1, 8, 1, 1], ["ms_ghost", 2, 16, 2, 2]], "num_features": 32}
+# The ME-NeSt-Ghost paper's future work (section 6; docs/training.md): each model -> the ME-NeSt-Ghost size it is
+# matched to. `speed` times each against its match (after the Table 5 cells), `project` and the projection each
+# run of the `menest-cifar100` recipe. CoAtNet is built for the input size (img_size, ghostnest/models/coatnet.py).
+FUTURE = {"menest_ghost_tsa_s": "menest_ghost_s", "menest_ghost_tsa_m": "menest_ghost_m",
+          "menest_ghost_resnet_s": "menest_ghost_s", "menest_ghost_resnet_m": "menest_ghost_m",
+          "convnext_nano": "menest_ghost_s", "convnext_tiny": "menest_ghost_s", "convnext_small": "menest_ghost_m",
+          "coatnet_nano_rw_224": "menest_ghost_s", "coatnet_0_rw_224": "menest_ghost_s",
+          "coatnet_1_rw_224": "menest_ghost_m", "coatnet_2_rw_224": "menest_ghost_m"}
+TINY_FUTURE = ("menest_ghost_tsa_s", "coatnet_nano_rw_224")  # the dry run's share: one of ours, one fixed-size
+
+
+def future_kwargs(model: str, size: int) -> dict:
+    return {"img_size": size} if model.startswith("coatnet") else {}
 
 
 # ------------------------------------------------------------------------------------------------ the context
@@ -248,13 +261,13 @@ def step_tests(ctx: Ctx, rec: Record) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- speed
-def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, num_classes=100):
+def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, num_classes=100, model_kwargs=None):
     from ghostnest.bench import bench_models
 
     rows = bench_models(list(names), input_size=size, batch=batch, mode=mode, device=ctx.device,
                         dtype=ctx.pick("bf16", "fp32"), channels_last=not ctx.tiny, compile=compile,
                         repeats=repeats or ctx.pick(6, 2), warmup=ctx.pick(2, 1), num_classes=num_classes,
-                        fuse=fuse)
+                        fuse=fuse, model_kwargs=model_kwargs)
     keep = ("name", "mode", "dtype", "batch", "input_size", "channels_last", "compiled", "fused", "params", "gflops",
             "median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb", "first_call_ms")
     return {r["name"]: {k: r.get(k) for k in keep} for r in rows}
@@ -282,8 +295,20 @@ def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
 
 def step_speed(ctx: Ctx, rec: Record) -> None:
     """ME-NeSt-Ghost S/M/L/XL vs EfficientNet-V2 S/M/L/XL, bf16, channels_last, batch 128 and 256, 256x256:
-    inference fused (both sides, ``ghostnest.fuse``), training step eager."""
+    inference fused (both sides, ``ghostnest.fuse``), training step eager; then each future-work model against
+    the ME-NeSt-Ghost it is matched to (:data:`FUTURE`), batch 128."""
     _pair_cells(ctx, rec, compile=False)
+    image, batch = ctx.pick(256, 32), ctx.pick(128, 2)
+    for model in ctx.pick(tuple(FUTURE), TINY_FUTURE):
+        for mode in ("infer", "train"):
+            def run(model=model, mode=mode):  # two calls: CoAtNet's img_size is an option the other side refuses
+                ours = _bench([model], ctx=ctx, size=image, batch=batch, mode=mode, fuse=mode == "infer",
+                              model_kwargs=future_kwargs(model, image))[model]
+                theirs = _bench([FUTURE[model]], ctx=ctx, size=image, batch=batch, mode=mode,
+                                fuse=mode == "infer")[FUTURE[model]]
+                return {"ours": ours, "theirs": theirs, "ratio": ours["median_ms"] / theirs["median_ms"],
+                        "target": None, "met": None}
+            rec.cell(f"{model}/{mode}/b{batch}", run)
 
 
 def step_speed_compile(ctx: Ctx, rec: Record) -> None:
@@ -428,6 +453,7 @@ def step_project(ctx: Ctx, rec: Record) -> None:
     else:
         jobs = [(m, 256, 32, 100, None) for m in TABLE5["models"]]
         jobs += [(r, 32, 128, 10, None) for r in ABLATION["recipes"]]
+        jobs += [(m, 256, 32, 100, future_kwargs(m, 256) or None) for m in FUTURE]
     for name, size, batch, classes, kw in jobs:
         def run(name=name, size=size, batch=batch, classes=classes, kw=kw):
             from ghostnest.bench import bench_models
@@ -658,7 +684,7 @@ def projection(res: dict) -> list[dict]:
 
     rows = []
     men_over, men_cal = overhead("menest-cifar100", "menest_ghost_s", 9_500)
-    for m in TABLE5["models"]:
+    for m in TABLE5["models"] + list(FUTURE):
         rows.append(_proj_row(m, "menest-cifar100", proj.get(m, {}), pipeline_rate("menest-cifar100"), TABLE5,
                               men_over, men_cal, options("menest-cifar100")))
     gmn_over, gmn_cal = overhead("ghostmixnet-cifar10", "ghostmixnet-cifar10", 50_000)
@@ -723,7 +749,9 @@ def render(ctx: Ctx) -> str:
         cells = (have.get(step) or {}).get("cells", {})
         L += [f"### {title}", "", "ME-NeSt-Ghost vs EfficientNet-V2 (timm) of the same size, bf16 autocast, "
               "channels_last, 256x256, median ms per batch; ratio = ours / theirs (targets: inference <= 1.2, "
-              "training step <= 1.5).", "",
+              "training step <= 1.5). A row named by a model is a future-work model (ME-NeSt-Ghost, section 6) in "
+              "the first column of times against the ME-NeSt-Ghost it is matched to in the second, without target.",
+              "",
               "| size | mode | batch | ME-NeSt-Ghost ms | EfficientNet-V2 ms | ratio | target met |", "|---|---|---|---|---|---|---|"]
         keys = [f"{s}/{m}/b{b}" for s in SIZES for m in ("infer", "train") for b in (128, 256)]
         keys += [k for k in cells if k not in keys]
@@ -733,13 +761,14 @@ def render(ctx: Ctx) -> str:
                     c is None and step == "speed-compile" and k.endswith("b256")):
                 continue
             s, m, b = k.split("/")
+            s = s.upper() if s in SIZES else f"`{s}`"  # a size, or a future-work model's name
             c = c or {}
             if "error" in c or "not_run" in c:
-                L.append(f"| {s.upper()} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
+                L.append(f"| {s} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
                 continue
-            L.append(f"| {s.upper()} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
+            L.append(f"| {s} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
                      f"{_fmt((c.get('theirs') or {}).get('median_ms'))} | {_fmt(c.get('ratio'), '.2f')} | "
-                     f"{'missing' if c.get('met') is None else ('yes' if c['met'] else '**no**')} |")
+                     f"{_met(c)} |")
         L.append("")
     g = have.get("speed-ghostmix") or {}
     L += ["### GhostMixNet training throughput vs the plain fp32 eager version", "",
@@ -822,6 +851,13 @@ def render(ctx: Ctx) -> str:
     return "\n".join(L) + "\n"
 
 
+def _met(cell: dict) -> str:
+    """A speed cell's target column: '-' for a cell without target (the future-work models), else met or not."""
+    if "met" in cell and cell.get("target") is None:
+        return "-"
+    return "missing" if cell.get("met") is None else ("yes" if cell["met"] else "**no**")
+
+
 def summary(ctx: Ctx) -> str:
     rows = []
     for name, (_, budget, _what) in STEPS.items():
@@ -833,7 +869,7 @@ def summary(ctx: Ctx) -> str:
         verdict = ""
         if d:
             if name.startswith("speed") and name != "speed-ghostmix":
-                met = [c.get("met") for c in d["cells"].values() if "met" in c]
+                met = [c.get("met") for c in d["cells"].values() if "met" in c and c.get("target") is not None]
                 verdict = f"{sum(bool(m) for m in met)}/{len(met)} cells meet target"
             elif name == "speed-ghostmix" and d.get("speedup"):
                 verdict = f"{d['speedup']['ratio']:.2f}x plain (target 2.5x)"
@@ -875,7 +911,8 @@ STEPS = {
     "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
     "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
     "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
-    "project": (step_project, 120, "training-step images/s of the 8 Table 5 models and 4 ablation rows (projection)"),
+    "project": (step_project, 150, "training-step images/s of the Table 5 models, the 4 ablation rows and the "
+                "future-work models (projection)"),
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
     "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
     "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),
