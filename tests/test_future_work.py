@@ -123,6 +123,16 @@ def test_self_attention_equals_the_naive_computation(window, rel_pos, h, w):
         torch.testing.assert_close(m(x), naive_attention(m, x), atol=1e-5, rtol=1e-5)
 
 
+def test_self_attention_residual_adds_its_input():
+    torch.manual_seed(0)
+    plain = SelfAttention2d(32, 16, 4)
+    res = SelfAttention2d(32, 16, 4, residual=True)
+    res.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 32, 6, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(res(x), x + plain(x))
+
+
 def test_self_attention_parameters_and_errors():
     m = SelfAttention2d(64, 32, 8, rel_pos=True)
     assert (m.num_heads, m.head_dim) == (2, 32)
@@ -148,7 +158,7 @@ def test_tsa_replaces_every_split_attention_unit():
         assert b.mixconv.multiplier == b.mixconv.out_channels // b.mixconv.in_channels  # one branch: radix 1
         # after the projection where the block has one (at the stage width), else in the unit's place
         attn = b.proj[-1] if isinstance(b.proj, nn.Sequential) else b.attn
-        assert isinstance(attn, SelfAttention2d) and attn.window == 8 and attn.rel_pos is not None
+        assert isinstance(attn, SelfAttention2d) and attn.window == 8 and attn.rel_pos is not None and attn.residual
         width = b.proj[0].out_channels if isinstance(b.proj, nn.Sequential) else b.mixconv.out_channels
         assert attn.channels == width
     assert [a.channels for a in model.modules() if isinstance(a, SelfAttention2d)] == [24] * 2 + [48] * 4 + [64] * 4

@@ -38,10 +38,12 @@ class SelfAttention2d(nn.Module):
         proj: end with a 1x1 output projection. Leave it out where a linear 1x1 projection follows anyway (two
             linear maps in a row are one).
         qkv_bias: bias of the query/key/value convolution (as in ViT, Swin and CoAtNet).
+        residual: return ``x + attention(x)``, a transformer's attention sub-layer with its skip connection. Without
+            it, a fresh layer's near-uniform attention replaces every pixel by about its window's mean.
     """
 
     def __init__(self, channels: int, head_dim: int = 32, window: int = 8, rel_pos: bool = True, proj: bool = True,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True, residual: bool = False):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels={channels} must be >= 1")
@@ -52,7 +54,7 @@ class SelfAttention2d(nn.Module):
         if rel_pos and window == 0:
             raise ValueError("rel_pos=True needs windowed attention (window >= 1): a bias table over the whole map "
                              "would tie the layer to one input size; use rel_pos=False with window=0")
-        self.channels, self.window = channels, window
+        self.channels, self.window, self.residual = channels, window, residual
         self.num_heads = max(1, channels // head_dim)
         if channels % self.num_heads:
             raise ValueError(f"channels={channels} cannot be split into {self.num_heads} heads (channels // "
@@ -97,8 +99,8 @@ class SelfAttention2d(nn.Module):
         out = out.view(n, nh, nw, heads, wh, ww, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(n, c, h + ph, w + pw)
         if ph or pw:
             out = out[:, :, :h, :w]
-        return self.proj(out)
+        return x + self.proj(out) if self.residual else self.proj(out)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"window={self.window or 'global'}, rel_pos={self.rel_pos is not None}")
+                f"window={self.window or 'global'}, rel_pos={self.rel_pos is not None}, residual={self.residual}")

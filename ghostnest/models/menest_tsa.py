@@ -6,14 +6,17 @@ name says that: **T**ransformer **S**elf-**A**ttention. Everything else is ME-Ne
 ``ghostnest/models/menest.py`` (same stage tables, MS-Ghost blocks, stem, head, Mish, shuffles); only the MS blocks
 (section 3.1, Figure 1) change, the Split-Attention unit giving way to multi-head self-attention:
 
-``MixConv(3/5/7/9, stride, one branch) -> BN -> Mish -> [1x1 projection + BN] -> SelfAttention2d -> + skip -> shuffle``
+``MixConv(3/5/7/9, stride, one branch) -> BN -> Mish -> [1x1 projection + BN] -> y + SelfAttention2d(y) -> + skip
+-> shuffle``
 
 - One branch instead of two: Split-Attention weighs the radix-2 branches of the MixConv; self-attention attends
   among the pixels of one feature map, so the MixConv makes one (the MS block built with ``radix=1``).
 - Where and in which form, chosen by measurement (docs/architecture.md, "ME-NeSt-Ghost-TSA"): in every MS block,
   after the block's projection (at the stage width, as a transformer attends over its residual width), in 8 x 8
   windows with a learned relative position bias (CoAtNet's relative attention, timm's ``RelPosBias``), heads of 32
-  channels. Global attention over the MS stages' maps (64 x 64 pixels at 128 x 128 input, 128 x 128 at the
+  channels, with the transformer's skip around the attention (``y + attention(y)``: a fresh attention is nearly
+  uniform and would replace every pixel by its window's mean in the blocks without a skip, the first of each
+  stage). Global attention over the MS stages' maps (64 x 64 pixels at 128 x 128 input, 128 x 128 at the
   recipe's 256) costs many times the whole network; attention in the Split-Attention's own place, at the block's
   expanded width, costs 2.5x ME-NeSt-Ghost-S's FLOPs; after the projection it costs 1.2x, within 5% of the
   parameters of ME-NeSt-Ghost-S and -M (a test checks it).
@@ -61,10 +64,10 @@ def attention_block(in_channels: int, out_channels: int, stride: int, expansion:
     rel_pos = cfg.rel_pos and window > 0
     if cfg.attn_at == "output" and not isinstance(block.proj, nn.Identity):
         block.attn = nn.Identity()
-        block.proj.append(SelfAttention2d(out_channels, cfg.head_dim, window, rel_pos=rel_pos))
+        block.proj.append(SelfAttention2d(out_channels, cfg.head_dim, window, rel_pos=rel_pos, residual=True))
     else:
         block.attn = SelfAttention2d(in_channels * expansion, cfg.head_dim, window, rel_pos=rel_pos,
-                                     proj=isinstance(block.proj, nn.Identity))
+                                     proj=isinstance(block.proj, nn.Identity), residual=True)
     return block
 
 
