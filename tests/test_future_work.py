@@ -36,6 +36,27 @@ TINY_CONVNEXT = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), num_classes=5)
 TINY_COATNET = dict(img_size=32, embed_dim=(16, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=(8, 16), num_classes=5)
 
 
+def trained_scale(model: nn.Module) -> nn.Module:
+    """Self-attention weights of a trained layer's size: a fresh layer's (ViT initialisation, std 0.02) add almost
+    nothing to its input, so a parity check through them could pass with the attention computed wrongly."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SelfAttention2d):
+                for conv in (m.qkv, m.proj):
+                    if isinstance(conv, nn.Conv2d):
+                        conv.weight.normal_(0, conv.in_channels ** -0.5, generator=gen)
+                if m.rel_pos is not None:
+                    m.rel_pos.relative_position_bias_table.normal_(generator=gen)
+    return model
+
+
+def build(name: str, kw: dict) -> nn.Module:
+    """The model, with its self-attention at a trained layer's scale and its BN statistics calibrated at 32x32."""
+    torch.manual_seed(0)
+    return calibrate_bn(trained_scale(ghostnest.create_model(name, **kw)), 32)
+
+
 def meta(name: str, **kw) -> nn.Module:
     with torch.device("meta"):
         return ghostnest.create_model(name, **{"num_classes": 100, **kw})  # timm's models default to 1000
@@ -117,23 +138,30 @@ def naive_attention(m: SelfAttention2d, x: torch.Tensor) -> torch.Tensor:
 def test_self_attention_equals_the_naive_computation(window, rel_pos, h, w):
     """Windows that tile the map, a map smaller than the window (the table's centre), a padded map (masked keys),
     global attention."""
-    torch.manual_seed(0)
-    m = SelfAttention2d(32, 16, window, rel_pos)
-    if rel_pos:
-        nn.init.normal_(m.rel_pos.relative_position_bias_table)  # a bias that matters
+    m = trained_scale(SelfAttention2d(32, 16, window, rel_pos))
     x = torch.randn(2, 32, h, w)
     with torch.no_grad():
         torch.testing.assert_close(m(x), naive_attention(m, x), atol=1e-5, rtol=1e-5)
 
 
 def test_self_attention_residual_adds_its_input():
-    torch.manual_seed(0)
-    plain = SelfAttention2d(32, 16, 4)
+    plain = trained_scale(SelfAttention2d(32, 16, 4))
     res = SelfAttention2d(32, 16, 4, residual=True)
     res.load_state_dict(plain.state_dict())
     x = torch.randn(2, 32, 6, 7)
     with torch.no_grad():
         torch.testing.assert_close(res(x), x + plain(x))
+
+
+def test_self_attention_starts_near_the_identity_in_its_block():
+    """ViT's initialisation: a fresh residual attention changes its input by little (He initialisation, the
+    convolutions', added a window average of the input's own size)."""
+    torch.manual_seed(0)
+    m = SelfAttention2d(64, 32, 8, residual=True)
+    x = torch.randn(2, 64, 16, 16)
+    with torch.no_grad():
+        assert (m(x) - x).std() < 0.01 * x.std()
+    assert float(m.qkv.weight.std()) == pytest.approx(0.02, rel=0.1)
 
 
 def test_self_attention_parameters_and_errors():
@@ -242,8 +270,7 @@ def test_training_steps_lower_the_loss(name, kw):
 @pytest.mark.parametrize("name,kw", [("menest_ghost_tsa_s", TINY_TSA), ("menest_ghost_resnet_s", TINY_RESNET),
                                      ("convnext_nano", TINY_CONVNEXT), ("coatnet_nano_rw_224", TINY_COATNET)])
 def test_fused_equals_unfused(name, kw):
-    torch.manual_seed(0)
-    model = calibrate_bn(ghostnest.create_model(name, **kw), 32)
+    model = build(name, kw)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         ref, out = model(x), ghostnest.fuse(model)(x)
@@ -258,8 +285,7 @@ def test_fused_equals_unfused(name, kw):
 def test_onnx_export_parity(name, kw, fuse, tmp_path):
     from ghostnest.export import OnnxClassifier, export_model
 
-    torch.manual_seed(0)
-    model = calibrate_bn(ghostnest.create_model(name, **kw), 32)
+    model = build(name, kw)
     if fuse:
         model = ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime")
     path = export_model(model, "onnx", tmp_path / "m.onnx", 32, {"model": name})
@@ -279,8 +305,7 @@ def test_int8_export_runs_close_to_fp32(name, kw, tmp_path):
     from ghostnest.export import OnnxClassifier, export_model
     from ghostnest.quantize import quantize_onnx
 
-    torch.manual_seed(0)
-    model = calibrate_bn(ghostnest.create_model(name, **kw), 32)
+    model = build(name, kw)
     fused = ghostnest.fuse(model, fast_mish=False, runtime="onnxruntime")
     fp32 = export_model(fused, "onnx", tmp_path / "m.onnx", 32, {"model": name})
     gen = torch.Generator().manual_seed(1)

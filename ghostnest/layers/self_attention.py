@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import RelPosBias
+from timm.layers import RelPosBias, trunc_normal_
 from timm.layers.pos_embed_rel import gen_relative_position_index
 from torch import nn
 
@@ -63,6 +63,17 @@ class SelfAttention2d(nn.Module):
         self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=qkv_bias)
         self.rel_pos = RelPosBias((window, window), self.num_heads) if rel_pos else None
         self.proj = nn.Conv2d(channels, channels, 1) if proj else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ViT's (and timm's attention layers') initialisation: weights truncated-normal with std 0.02, biases zero.
+        A residual attention therefore starts close to the identity instead of adding a window average of the
+        size of its input (as He initialisation, ME-NeSt-Ghost's for convolutions, does)."""
+        for conv in (self.qkv, self.proj):
+            if isinstance(conv, nn.Conv2d):
+                trunc_normal_(conv.weight, std=0.02)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
 
     def _bias(self, wh: int, ww: int, device: torch.device) -> torch.Tensor:
         """``(1, heads, wh * ww, wh * ww)``: the relative position bias of a ``wh x ww`` window."""

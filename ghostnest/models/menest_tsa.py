@@ -61,6 +61,7 @@ def attention_block(in_channels: int, out_channels: int, stride: int, expansion:
     place (``"expanded"``, as ``attn``, its own output projection left out when the block's projection follows).
     ``window=0``: global attention, without position bias."""
     block = MSBlock(in_channels, out_channels, stride, expansion, replace(cfg, radix=1), drop_path)
+    MENeStGhost._init_weights(block)  # ME-NeSt-Ghost's initialisation; the attention keeps its own (ViT's)
     rel_pos = cfg.rel_pos and window > 0
     if cfg.attn_at == "output" and not isinstance(block.proj, nn.Identity):
         block.attn = nn.Identity()
@@ -93,7 +94,8 @@ class MENeStGhostTSA(PooledClassifier):
 
     Built by :class:`~ghostnest.models.menest.MENeStGhost` itself (stem, stages, head, classifier, initialisation),
     after which each MS block of an attention stage is rebuilt by :func:`attention_block` with the same arguments
-    (channels, stride, expansion, stochastic-depth rate) and initialised as the rest of the network.
+    (channels, stride, expansion, stochastic-depth rate), its convolutions initialised as the rest of the network
+    and its attention as ViT's (:meth:`SelfAttention2d.reset_parameters`).
     """
 
     def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStTSAConfig = MENeStTSAConfig()):
@@ -111,7 +113,6 @@ class MENeStGhostTSA(PooledClassifier):
                     window = 0 if (s in cfg.global_stages or cfg.window == 0) else cfg.window
                     block = attention_block(in_ch, channels, stride if i == 0 else 1, expansion, cfg,
                                             cfg.drop_path_rate * idx / total, window)  # MENeStGhost's drop-path rule
-                    MENeStGhost._init_weights(block)
                     self.stages[s][i] = block
                 in_ch, idx = channels, idx + 1
 
