@@ -911,7 +911,7 @@ STEPS = {
     "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
     "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
     "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
-    "project": (step_project, 150, "training-step images/s of the Table 5 models, the 4 ablation rows and the "
+    "project": (step_project, 120, "training-step images/s of the Table 5 models, the 4 ablation rows and the "
                 "future-work models (projection)"),
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
     "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
