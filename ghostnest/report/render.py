@@ -219,8 +219,8 @@ def render_table(rows: dict, curves: dict[str, str]) -> str:
                   "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
         for r in rows["future"]:
             gfl = "" if r["gflops"] is None else f"{r['gflops']:.2f} @{r['input_size']}"
-            vs = "" if not (r["params"] and r["compare_params"]) else (
-                f"{r['params'] / r['compare_params'] - 1:+.1%} of `{r['compare']}`")
+            vs = "" if not (r["registry_params"] and r["compare_params"]) else (  # both at the paper's 100 classes
+                f"{r['registry_params'] / r['compare_params'] - 1:+.1%} of `{r['compare']}`")
             ours = _fmt_pct(r["test_top1"]) if r["comparable"] else (
                 f"({_fmt_pct(r['test_top1'])})" if r["test_top1"] is not None else "")
             best = "" if r["best_val_top1"] is None else f"{r['best_val_top1']:.2f}% (ep {r['best_val_epoch']})"
