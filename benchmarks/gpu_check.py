@@ -48,7 +48,8 @@ BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"  # the section's markers i
 sys.path.insert(0, str(ROOT / "benchmarks"))  # cell_records, gpu_page, plain_ghostmixnet
 
 from cell_records import (GRACE_S, Ctx, Deadline, Record, deadline_alarm, pack, read_json, say)  # noqa: E402
-from gpu_page import ABLATION, MIXCONV_TRAIN_IMPLS, SIZES, TABLE5, TARGETS, render, summary  # noqa: E402
+from gpu_page import (ABLATION, DRY_RUN_FUTURE, FUTURE, MIXCONV_TRAIN_IMPLS, SIZES, TABLE5, TARGETS, render,  # noqa: E402
+                      summary)
 
 DRY_RUN_GHOSTMIXNET = {"widths": [8, 16, 16], "stem_width": 8, "depths": [1, 1, 1], "pool_size": 1}
 DRY_RUN_GHOSTMIXNET_SET = "model_kwargs={widths: [8, 16, 16], stem_width: 8, depths: [1, 1, 1], pool_size: 1}"
@@ -109,16 +110,27 @@ def step_tests(ctx: Ctx, rec: Record) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- speed
-def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, num_classes=100):
+def _bench(names, *, ctx, size, batch, mode, fuse, compile=False, repeats=None, num_classes=100, model_kwargs=None):
     from ghostnest.bench import bench_models
 
     rows = bench_models(list(names), input_size=size, batch=batch, mode=mode, device=ctx.device,
                         dtype=ctx.choose("bf16", "fp32"), channels_last=not ctx.dry_run, compile=compile,
                         repeats=repeats or ctx.choose(6, 2), warmup=ctx.choose(2, 1), num_classes=num_classes,
-                        fuse=fuse)
+                        fuse=fuse, model_kwargs=model_kwargs)
     keep = ("name", "mode", "dtype", "batch", "input_size", "channels_last", "compiled", "fused", "params", "gflops",
             "median_ms", "p25_ms", "p75_ms", "images_per_s", "peak_mem_mb", "first_call_ms")
     return {r["name"]: {k: r.get(k) for k in keep} for r in rows}
+
+
+def size_kwargs(model: str, size: int) -> dict:
+    """``img_size=size`` for a model built for one input size (timm's ``fixed_input_size``, e.g. CoAtNet: see
+    ``ghostnest.registry.register_timm_model``), nothing for a model that runs at any size."""
+    import timm
+
+    import ghostnest  # noqa: F401  (our names in timm's registry)
+
+    cfg = timm.models.get_pretrained_cfg(model)
+    return {"img_size": size} if cfg is not None and cfg.fixed_input_size else {}
 
 
 def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
@@ -143,8 +155,20 @@ def _pair_cells(ctx: Ctx, rec: Record, compile: bool) -> None:
 
 def step_speed(ctx: Ctx, rec: Record) -> None:
     """ME-NeSt-Ghost S/M/L/XL vs EfficientNet-V2 S/M/L/XL, bf16, channels_last, batch 128 and 256, 256x256:
-    inference fused (both sides, ``ghostnest.fuse``), training step eager."""
+    inference fused (both sides, ``ghostnest.fuse``), training step eager; then each future-work model against
+    the ME-NeSt-Ghost it is matched to (:data:`FUTURE`), batch 128."""
     _pair_cells(ctx, rec, compile=False)
+    image, batch = ctx.choose(256, 32), ctx.choose(128, 2)
+    for model in ctx.choose(tuple(FUTURE), DRY_RUN_FUTURE):
+        for mode in ("infer", "train"):
+            def run(model=model, mode=mode):  # two calls: CoAtNet's img_size is an option the other side refuses
+                ours = _bench([model], ctx=ctx, size=image, batch=batch, mode=mode, fuse=mode == "infer",
+                              model_kwargs=size_kwargs(model, image))[model]
+                theirs = _bench([FUTURE[model]], ctx=ctx, size=image, batch=batch, mode=mode,
+                                fuse=mode == "infer")[FUTURE[model]]
+                return {"ours": ours, "theirs": theirs, "ratio": ours["median_ms"] / theirs["median_ms"],
+                        "target": None, "met": None}
+            rec.cell(f"{model}/{mode}/b{batch}", run)
 
 
 def step_speed_compile(ctx: Ctx, rec: Record) -> None:
@@ -287,6 +311,7 @@ def step_project(ctx: Ctx, rec: Record) -> None:
     else:
         jobs = [(m, 256, 32, 100, None) for m in TABLE5["models"]]
         jobs += [(r, 32, 128, 10, None) for r in ABLATION["recipes"]]
+        jobs += [(m, 256, 32, 100, size_kwargs(m, 256) or None) for m in FUTURE]
     for name, size, batch, classes, kw in jobs:
         def run(name=name, size=size, batch=batch, classes=classes, kw=kw):
             from ghostnest.bench import bench_models
@@ -501,7 +526,8 @@ STEPS = {
     "speed-ghostmix": (step_speed_ghostmix, 150, "GhostMixNet training throughput vs plain fp32 eager (target 2.5x)"),
     "train": (step_train, 210, "real training, both recipes on fake data of the real shape, digits learning check"),
     "pipeline": (step_pipeline, 90, "input pipeline images/s of both recipes and the ablation rows"),
-    "project": (step_project, 120, "training-step images/s of the 8 Table 5 models and 4 ablation rows (projection)"),
+    "project": (step_project, 120, "training-step images/s of the Table 5 models, the 4 ablation rows and the "
+                "future-work models (projection)"),
     "profile": (step_profile, 90, "torch.profiler top kernels of the cells that miss their targets"),
     "mixconv": (step_mixconv, 30, "MixConv implementations in an ME-NeSt-Ghost-S training step (auto's GPU choice)"),
     "speed-compile": (step_speed_compile, 210, "the S/M ratio cells with torch.compile"),

@@ -16,6 +16,16 @@ TABLE5 = {"images": 47_500, "val": 2_500, "epochs": 100, "recipe": "menest-cifar
 ABLATION = {"images": 50_000, "val": 10_000, "epochs": 200,
             "recipes": ["ghostmixnet-cifar10-resnet", "ghostmixnet-cifar10-resnet-se", "ghostmixnet-cifar10-ghost-se",
                         "ghostmixnet-cifar10"]}
+# The ME-NeSt-Ghost paper's future work (section 6; docs/training.md): each model -> the ME-NeSt-Ghost size it is
+# matched to. `speed` times each against its match (after the Table 5 cells, no target), `project` and the
+# projection each as a run of the `menest-cifar100` recipe. A model built for one input size (CoAtNet) is built for
+# the size it is timed at (gpu_check.size_kwargs).
+FUTURE = {"menest_ghost_tsa_s": "menest_ghost_s", "menest_ghost_tsa_m": "menest_ghost_m",
+          "menest_ghost_resnet_s": "menest_ghost_s", "menest_ghost_resnet_m": "menest_ghost_m",
+          "convnext_nano": "menest_ghost_s", "convnext_tiny": "menest_ghost_s", "convnext_small": "menest_ghost_m",
+          "coatnet_nano_rw_224": "menest_ghost_s", "coatnet_0_rw_224": "menest_ghost_s",
+          "coatnet_1_rw_224": "menest_ghost_m", "coatnet_2_rw_224": "menest_ghost_m"}
+DRY_RUN_FUTURE = ("menest_ghost_tsa_s", "coatnet_nano_rw_224")  # the dry run's share: one of ours, one fixed-size
 MIXCONV_TRAIN_IMPLS = ("split", "single", "repeat", "rowgrad")  # "matmul" is for tiny maps only (4x4 and below)
 
 
@@ -58,7 +68,7 @@ def projection(res: dict) -> list[dict]:
 
     rows = []
     menest_overhead, menest_calibrated = overhead("menest-cifar100", "menest_ghost_s", 9_500)
-    for m in TABLE5["models"]:
+    for m in TABLE5["models"] + list(FUTURE):
         rows.append(_proj_row(m, "menest-cifar100", proj.get(m, {}), pipeline_rate("menest-cifar100"), TABLE5,
                               menest_overhead, menest_calibrated, options("menest-cifar100")))
     ghostmixnet_overhead, ghostmixnet_calibrated = overhead("ghostmixnet-cifar10", "ghostmixnet-cifar10", 50_000)
@@ -126,7 +136,9 @@ def render(ctx, steps: dict[str, str]) -> str:
         cells = (have.get(step) or {}).get("cells", {})
         L += [f"### {title}", "", "ME-NeSt-Ghost vs EfficientNet-V2 (timm) of the same size, bf16 autocast, "
               "channels_last, 256x256, median ms per batch; ratio = ours / theirs (targets: inference <= 1.2, "
-              "training step <= 1.5).", "",
+              "training step <= 1.5). A row named by a model is a future-work model (ME-NeSt-Ghost, section 6) in "
+              "the first column of times against the ME-NeSt-Ghost it is matched to in the second, without target.",
+              "",
               "| size | mode | batch | ME-NeSt-Ghost ms | EfficientNet-V2 ms | ratio | target met |", "|---|---|---|---|---|---|---|"]
         keys = [f"{s}/{m}/b{b}" for s in SIZES for m in ("infer", "train") for b in (128, 256)]
         keys += [k for k in cells if k not in keys]
@@ -136,13 +148,14 @@ def render(ctx, steps: dict[str, str]) -> str:
                     c is None and step == "speed-compile" and k.endswith("b256")):
                 continue
             s, m, b = k.split("/")
+            s = s.upper() if s in SIZES else f"`{s}`"  # a size, or a future-work model's name
             c = c or {}
             if "error" in c or "not_run" in c:
-                L.append(f"| {s.upper()} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
+                L.append(f"| {s} | {m} | {b[1:]} | {c.get('error') or c.get('not_run')} | | | |")
                 continue
-            L.append(f"| {s.upper()} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
+            L.append(f"| {s} | {m} | {b[1:]} | {_fmt((c.get('ours') or {}).get('median_ms'))} | "
                      f"{_fmt((c.get('theirs') or {}).get('median_ms'))} | {_fmt(c.get('ratio'), '.2f')} | "
-                     f"{'missing' if c.get('met') is None else ('yes' if c['met'] else '**no**')} |")
+                     f"{_met(c)} |")
         L.append("")
     g = have.get("speed-ghostmix") or {}
     L += ["### GhostMixNet training throughput vs the plain fp32 eager version", "",
@@ -225,6 +238,13 @@ def render(ctx, steps: dict[str, str]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _met(cell: dict) -> str:
+    """A speed cell's target column: '-' for a cell without target (the future-work models), else met or not."""
+    if "met" in cell and cell.get("target") is None:
+        return "-"
+    return "missing" if cell.get("met") is None else ("yes" if cell["met"] else "**no**")
+
+
 def summary(ctx, budgets: dict[str, float]) -> str:
     """One line per step (name -> budget in seconds): done, partial or missing, time taken, errors, the verdict."""
     rows = []
@@ -235,7 +255,7 @@ def summary(ctx, budgets: dict[str, float]) -> str:
         verdict = ""
         if d:
             if name.startswith("speed") and name != "speed-ghostmix":
-                met = [c.get("met") for c in d["cells"].values() if "met" in c]
+                met = [c.get("met") for c in d["cells"].values() if "met" in c and c.get("target") is not None]
                 verdict = f"{sum(bool(m) for m in met)}/{len(met)} cells meet target"
             elif name == "speed-ghostmix" and d.get("speedup"):
                 verdict = f"{d['speedup']['ratio']:.2f}x plain (target 2.5x)"

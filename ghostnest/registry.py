@@ -61,17 +61,65 @@ def register_model(family: str, paper_params_m: float | None = None, *, input_si
 
 def register_timm_model(name: str, family: str, paper_params_m: float | None = None, **cfg_overlay) -> None:
     """List one of timm's own models beside ours (built by ``timm.create_model``), with ``cfg_overlay`` over its
-    pretrained cfg: the input size, class count and normalisation this project trains it with."""
+    pretrained cfg: the input size, class count and normalisation this project trains it with (``input_size`` and
+    ``num_classes`` are required: the registry lists them).
 
-    def build(pretrained: bool = False, **kwargs) -> nn.Module:
-        overlay = {**cfg_overlay, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
-        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
-
+    A model timm marks ``fixed_input_size`` (e.g. CoAtNet, whose relative position tables are sized when it is built)
+    is built for one input size, its ``img_size``: timm takes it from the cfg's ``input_size``, so by default the
+    overlay's. Given ``img_size=...``, the model's pretrained cfg says that size too (input and pool size, so
+    ``timm.data.resolve_data_config`` and export read it), and its ``check_input`` (the contract's input check, which
+    training, export and bench call; ``ghostnest/models/_base.py``) refuses any other size in one line naming the
+    ``img_size`` to build it with, instead of a shape error deep inside the network."""
     size = cfg_overlay["input_size"]
     if isinstance(size, int):
         cfg_overlay["input_size"] = size = (3, size, size)
-    input_size, num_classes = size[-1], cfg_overlay["num_classes"]
-    _REGISTRY[name] = ModelInfo(name, family, input_size, paper_params_m, num_classes, build, "timm")
+    fixed = bool(getattr(timm.models.get_pretrained_cfg(name), "fixed_input_size", False))
+
+    def build(pretrained: bool = False, **kwargs) -> nn.Module:
+        overlay = {**cfg_overlay, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
+        if fixed and kwargs.get("img_size") is not None:  # the cfg follows the size the model is built for
+            h, w = _pair(kwargs["img_size"])
+            base = overlay["input_size"]
+            if "pool_size" in overlay:
+                overlay["pool_size"] = (h * overlay["pool_size"][0] // base[-2], w * overlay["pool_size"][1] // base[-1])
+            overlay["input_size"] = (base[0], h, w)
+        model = timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
+        built_for = fixed_input_size(model)
+        if built_for is not None:
+            model.check_input = FixedInputCheck(name, built_for, getattr(model, "in_chans", overlay["input_size"][0]))
+        return model
+
+    _REGISTRY[name] = ModelInfo(name, family, size[-1], paper_params_m, cfg_overlay["num_classes"], build, "timm")
+
+
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """``(H, W)`` of a model timm marks ``fixed_input_size`` in its pretrained cfg (the ``img_size`` it was built
+    with); None for a model that takes any size."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = getattr(model, "img_size", None)
+    return _pair(size) if cfg.get("fixed_input_size") and size is not None else None
+
+
+class FixedInputCheck:
+    """``check_input`` of a fixed-size timm model (see :func:`register_timm_model`): a one-line ``ValueError`` for a
+    batch that is not ``(N, in_chans, H, W)`` at the size it was built for."""
+
+    def __init__(self, name: str, size: tuple[int, int], in_chans: int = 3):
+        self.name, self.size, self.in_chans = name, tuple(size), in_chans
+
+    def __call__(self, shape) -> None:
+        shape = tuple(shape)
+        if len(shape) != 4 or shape[1] != self.in_chans:
+            raise ValueError(f"{self.name} expects (N, {self.in_chans}, H, W) input; got {shape}")
+        if shape[-2:] != self.size:
+            (h, w), (bh, bw) = shape[-2:], self.size
+            raise ValueError(
+                f"{self.name} was built for {bh}x{bw} inputs (img_size={bh}: its position tables have that size) but "
+                f"got {h}x{w}; build it with img_size={h} (in a recipe: --set model_kwargs.img_size={h})")
 
 
 def unknown_model_error(name: str) -> ValueError:

@@ -79,6 +79,15 @@ def pretrained_cfg(input_size: int, min_input_size: int, pool_size: int, mean: S
         license="mit", paper_name=paper_name, **kwargs)
 
 
+def timm_cfg_overlay(input_size: int, pool_size: int, mean: Sequence[float], std: Sequence[float],
+                     num_classes: int) -> dict:
+    """The overlay over one of timm's own models' pretrained cfg (``registry.register_timm_model``) for the setting
+    our recipes train it in: the input size (no larger test size), the final map's size, the class count, the data
+    set's normalisation, no crop, bicubic resizing."""
+    return dict(input_size=(3, input_size, input_size), test_input_size=None, pool_size=(pool_size, pool_size),
+                num_classes=num_classes, mean=tuple(mean), std=tuple(std), crop_pct=1.0, interpolation="bicubic")
+
+
 class PooledClassifier(nn.Module):
     """``stem -> stages -> head -> global_pool -> drop -> fc`` with timm's model interface (module docstring).
 

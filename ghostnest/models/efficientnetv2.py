@@ -7,8 +7,8 @@ paper's data resolution, 128 x 128, normalised with CIFAR-100's statistics.
 """
 from ..normalization import CIFAR100_MEAN, CIFAR100_STD
 from ..registry import register_timm_model
+from ._base import timm_cfg_overlay
 
 for _name, _params in (("s", 20), ("m", 53), ("l", 117), ("xl", 207)):
-    register_timm_model(f"efficientnetv2_{_name}", "efficientnetv2", paper_params_m=_params, input_size=(3, 128, 128),
-                        test_input_size=None, pool_size=(4, 4), num_classes=100, mean=CIFAR100_MEAN, std=CIFAR100_STD,
-                        crop_pct=1.0, interpolation="bicubic")
+    register_timm_model(f"efficientnetv2_{_name}", "efficientnetv2", paper_params_m=_params,
+                        **timm_cfg_overlay(128, 4, CIFAR100_MEAN, CIFAR100_STD, 100))

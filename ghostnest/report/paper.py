@@ -86,6 +86,37 @@ PAPER_ROWS = (
     PaperRow("ghostmixnet", "GhostNet+SE+Image Transforms+CutMix/Mixup", "ghostmixnet", 95.5, mixing=True),
 )
 
+
+@dataclass(frozen=True)
+class FutureRow:
+    """A model of the ME-NeSt-Ghost paper's future work (section 6): proposed there, never trained, no paper number."""
+
+    question: int  # 1: modern CNN-transformer hybrids, 2: self-attention for Split-Attention, 3: ResNet-style
+    label: str
+    model: str  # our registry name
+    compare: str  # the ME-NeSt-Ghost size it is set against (registry name)
+
+
+# The three experiments of section 6, a group of rows apart from Table 5 (docs/training.md says how to run them).
+FUTURE_QUESTIONS = {
+    1: "ME-NeSt-Ghost against modern CNNs with self-attention (ConvNeXt, CoAtNet)",
+    2: "Split-Attention replaced by transformer self-attention",
+    3: "the MS and MS-Ghost blocks in ResNet's 4 stages",
+}
+FUTURE_ROWS = (
+    FutureRow(1, "ConvNeXt-nano", "convnext_nano", "menest_ghost_s"),
+    FutureRow(1, "ConvNeXt-T", "convnext_tiny", "menest_ghost_s"),
+    FutureRow(1, "ConvNeXt-S", "convnext_small", "menest_ghost_m"),
+    FutureRow(1, "CoAtNet-nano (rw)", "coatnet_nano_rw_224", "menest_ghost_s"),
+    FutureRow(1, "CoAtNet-0 (rw)", "coatnet_0_rw_224", "menest_ghost_s"),
+    FutureRow(1, "CoAtNet-1 (rw)", "coatnet_1_rw_224", "menest_ghost_m"),
+    FutureRow(1, "CoAtNet-2 (rw)", "coatnet_2_rw_224", "menest_ghost_m"),
+    FutureRow(2, "ME-NeSt-Ghost-TSA-S", "menest_ghost_tsa_s", "menest_ghost_s"),
+    FutureRow(2, "ME-NeSt-Ghost-TSA-M", "menest_ghost_tsa_m", "menest_ghost_m"),
+    FutureRow(3, "ResNet-style ME-NeSt-Ghost-S", "menest_ghost_resnet_s", "menest_ghost_s"),
+    FutureRow(3, "ResNet-style ME-NeSt-Ghost-M", "menest_ghost_resnet_m", "menest_ghost_m"),
+)
+
 FAMILY_LABELS = {"menest": "ME-NeSt-Ghost", "efficientnetv2": "EfficientNet-V2", "ghostmixnet": "GhostMixNet"}
 FAMILY_COLORS = {"menest": "tab:red", "efficientnetv2": "tab:blue", "ghostmixnet": "tab:green"}
 

@@ -5,7 +5,17 @@ import functools
 import json
 from pathlib import Path
 
-from .paper import FAMILY_COLORS, FAMILY_LABELS, PAPER_ROWS, PAPER_TABLES, PaperRow, PaperTable, norm_dataset
+from .paper import (
+    FAMILY_COLORS,
+    FAMILY_LABELS,
+    FUTURE_QUESTIONS,
+    FUTURE_ROWS,
+    PAPER_ROWS,
+    PAPER_TABLES,
+    PaperRow,
+    PaperTable,
+    norm_dataset,
+)
 from .runs import Run, mixing
 
 
@@ -94,7 +104,7 @@ def _run_cells(run: Run, table: PaperTable | None) -> dict:
 
 
 def build_rows(runs: list[Run]) -> dict:
-    """All table rows as data: ``{table_key: [row, ...], "other": [...], "unreadable": [...]}``."""
+    """All table rows as data: ``{table_key: [row, ...], "future": [...], "other": [...], "unreadable": [...]}``."""
     by_row, others = _assign([r for r in runs if r.model is not None])
     stats_cache: dict[str, dict | None] = {}
     out: dict[str, list] = {key: [] for key in PAPER_TABLES}
@@ -122,13 +132,35 @@ def build_rows(runs: list[Run]) -> dict:
                                     "notes": [] if stats else ["not in the registry: no parameter count"]})
         for run in runs_here:
             out[prow.table].append({**base, **_run_cells(run, table)})
+    future_models = {f.model for f in FUTURE_ROWS}
+    out["future"] = _future_rows([r for r in others if r.model in future_models])
     out["other"] = []
-    for run in others:
+    for run in (r for r in others if r.model not in future_models):
         stats = _stats(run.model)
         out["other"].append({"label": run.model, "model": run.model, "family": _family(run.model),
                              "gflops": stats["gflops"] if stats else None, **_run_cells(run, None)})
     out["unreadable"] = [{"run": r.name, "run_path": str(r.path), "notes": r.problems} for r in runs if r.model is None]
     return out
+
+
+def _future_rows(runs: list[Run]) -> list[dict]:
+    """The future-work group (ME-NeSt-Ghost, section 6): one row per model, one per run where there are runs, set
+    against the ME-NeSt-Ghost size each is matched to; comparable where trained on Table 5's data set."""
+    table = PAPER_TABLES["menest"]
+    rows = []
+    for f in FUTURE_ROWS:
+        stats, ref = _stats(f.model), _stats(f.compare)
+        base = {"question": f.question, "label": f.label, "model": f.model, "family": _family(f.model),
+                "compare": f.compare, "registry_params": stats["params"] if stats else None,
+                "compare_params": ref["params"] if ref else None, "gflops": stats["gflops"] if stats else None,
+                "input_size": stats["input_size"] if stats else None}
+        mine = [r for r in runs if r.model == f.model]
+        if not mine:
+            rows.append({**base, "run": None, "params": base["registry_params"], "test_top1": None, "test_top5": None,
+                         "best_val_top1": None, "best_val_epoch": None, "comparable": False, "dataset": None,
+                         "recipe": None, "notes": [] if stats else ["not in the registry: no parameter count"]})
+        rows += [{**base, **_run_cells(run, table)} for run in mine]
+    return rows
 
 
 def _family(model: str) -> str | None:
@@ -177,6 +209,28 @@ def render_table(rows: dict, curves: dict[str, str]) -> str:
         "Accuracies in parentheses are from runs on another data set than the paper's, or are otherwise not "
         "comparable (see Notes); they are never plotted beside the paper's.",
     ]
+    if rows.get("future"):
+        lines += ["", "## Future work (ME-NeSt-Ghost, section 6): not part of Table 5", "",
+                  "The experiments the paper proposes and did not run, trained with the same `menest-cifar100` recipe "
+                  "(docs/training.md). There are no paper numbers; each model is set against the ME-NeSt-Ghost size "
+                  "it is matched to.", "",
+                  "| Question | Model | Ours: model | Params (ours) | vs ME-NeSt-Ghost | GFLOPs | Top-1 (ours, test) "
+                  "| Best val top-1 (ours, epoch) | Run | Notes |",
+                  "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
+        for r in rows["future"]:
+            gfl = "" if r["gflops"] is None else f"{r['gflops']:.2f} @{r['input_size']}"
+            vs = "" if not (r["registry_params"] and r["compare_params"]) else (  # both at the paper's 100 classes
+                f"{r['registry_params'] / r['compare_params'] - 1:+.1%} of `{r['compare']}`")
+            ours = _fmt_pct(r["test_top1"]) if r["comparable"] else (
+                f"({_fmt_pct(r['test_top1'])})" if r["test_top1"] is not None else "")
+            best = "" if r["best_val_top1"] is None else f"{r['best_val_top1']:.2f}% (ep {r['best_val_epoch']})"
+            run = ""
+            if r["run"]:
+                run = f"[{r['run']}]({curves[r['run']]})" if r["run"] in curves else _md_escape(r["run"])
+            lines.append(
+                f"| {r['question']}: {_md_escape(FUTURE_QUESTIONS[r['question']])} | {_md_escape(r['label'])} "
+                f"| `{r['model']}` | {_fmt_m(r['params'])} | {vs} | {gfl} | {ours} | {best} | {run} "
+                f"| {_md_escape('; '.join(r['notes']))} |")
     if rows["other"]:
         lines += ["", "## Other runs", "", "| Model | Params | GFLOPs | Data set | Top-1 (test) | Best val top-1 | Run | Notes |",
                   "| --- | ---: | ---: | --- | ---: | ---: | --- | --- |"]

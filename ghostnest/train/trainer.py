@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..data import build_train_pipeline, default_data_dir, load_dataset
 from ..fileio import WriteError
 from ..layers.fused import use_fast_mish
+from ..registry import fixed_input_size
 from ..stats import count_params
 from .checkpoint import load_into, read_checkpoint, resolve_checkpoint_path
 from .config import TrainConfig, config_to_dict, parse_overrides, resolve_config
@@ -104,6 +105,10 @@ def build_context(cfg: TrainConfig, run: Path, dist: Dist, stop: StopRequest, re
     if pipe.image_size < smallest:
         raise ValueError(f"image_size={pipe.image_size} is below {cfg.model}'s smallest input ({smallest} pixels); "
                          f"set --set image_size={smallest} or more")
+    fixed = fixed_input_size(model)
+    if fixed is not None and fixed != (pipe.image_size, pipe.image_size):  # e.g. CoAtNet (models/coatnet.py)
+        raise ValueError(f"{cfg.model} is built for {fixed[0]}x{fixed[1]} inputs (img_size) but this run trains at "
+                         f"{pipe.image_size}x{pipe.image_size}; add --set model_kwargs.img_size={pipe.image_size}")
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay is not None else None
