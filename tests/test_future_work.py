@@ -100,13 +100,21 @@ def test_baselines_are_timms_and_ours_are_in_timms_registry():
 
 def test_coatnet_input_size_is_fixed_and_says_so():
     assert tuple(meta("coatnet_nano_rw_224").img_size) == (128, 128)  # default: the registry's input size
-    assert tuple(meta("coatnet_nano_rw_224", img_size=256).img_size) == (256, 256)
+    big = meta("coatnet_nano_rw_224", img_size=256)
+    assert tuple(big.img_size) == (256, 256)
+    assert big.pretrained_cfg["input_size"] == (3, 256, 256) and big.pretrained_cfg["pool_size"] == (8, 8)
     torch.manual_seed(0)
     model = ghostnest.create_model("coatnet_nano_rw_224", **TINY_COATNET).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
-        with pytest.raises(ValueError, match="built for 32x32 inputs .* got 64x64; build it with img_size=64"):
-            model(torch.randn(1, 3, 64, 64))
+    model.check_input((2, 3, 32, 32))  # the contract's input check (training, export, bench), not in forward
+    with pytest.raises(ValueError, match="built for 32x32 inputs .* got 64x64; build it with img_size=64"):
+        model.check_input((1, 3, 64, 64))
+    with pytest.raises(ValueError, match="cannot export at input size 64: coatnet_nano_rw_224 was built for 32x32"):
+        from ghostnest.export import export_model
+
+        export_model(model, "onnx", "unused.onnx", 64, {"model": "coatnet_nano_rw_224"})
+    assert not ghostnest.registry.fixed_input_size(meta("convnext_nano"))  # ConvNeXt takes any size
 
 
 # --- the self-attention layer -------------------------------------------------------------------------------------
@@ -322,7 +330,8 @@ def test_int8_export_runs_close_to_fp32(name, kw, tmp_path):
 # --- the recipe -------------------------------------------------------------------------------------------------------
 
 def test_recipe_takes_every_new_model():
-    from ghostnest.train.config import recipe_model_options, resolve_config
+    from ghostnest.train.config import resolve_config
+    from ghostnest.train.model import recipe_model_options
 
     for name in ("menest_ghost_tsa_m", "menest_ghost_resnet_s", "convnext_small"):
         assert resolve_config("menest-cifar100", [f"model={name}"]).model == name

@@ -163,6 +163,10 @@ class MSBlock(nn.Module):
     1x1 convolutions and a softmax over the radix, and returns their weighted sum. A linear 1x1 projection (+ BN)
     follows only where the channel count changes (always when ``expansion > 1``); the skip connection is the
     identity where the shapes match (with stochastic depth on the residual branch); the channel shuffle follows.
+
+    ``attn`` replaces the Split-Attention unit (the hook ME-NeSt-Ghost-TSA uses, ``menest_tsa.py``): a module from
+    the ``in_channels * expansion * cfg.radix`` channels of the MixConv's branches to ``in_channels * expansion``
+    (with ``cfg.radix=1``, one branch: any width-preserving module, ``nn.Identity()`` for none).
     """
 
     def __init__(
@@ -173,6 +177,7 @@ class MSBlock(nn.Module):
         expansion: int = 1,
         cfg: MENeStConfig = MENeStConfig(),
         drop_path: float = 0.0,
+        attn: nn.Module | None = None,
     ):
         super().__init__()
         _check_block_args(in_channels, out_channels, stride, expansion, "an MS block")
@@ -189,8 +194,8 @@ class MSBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(width * cfg.radix)
         self.act1 = get_act(cfg.act)
         # the MixConv emits channel c's radix branches next to each other (c * radix + r): channel-major input
-        self.attn = SplitAttention(width, cfg.radix, cfg.cardinality, cfg.sa_reduction, cfg.sa_min_inner, cfg.act,
-                                   layout="channel_major")
+        self.attn = attn if attn is not None else SplitAttention(
+            width, cfg.radix, cfg.cardinality, cfg.sa_reduction, cfg.sa_min_inner, cfg.act, layout="channel_major")
         if width != out_channels:
             self.proj = nn.Sequential(nn.Conv2d(width, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         else:
@@ -294,17 +299,15 @@ class MENeStGhost(PooledClassifier):
         if cfg.stem_width < 1 or cfg.num_features < 1:
             raise ValueError(f"stem_width={cfg.stem_width} and num_features={cfg.num_features} must be >= 1")
         self.cfg = cfg
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, cfg.stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
-        )
+        self.stem = self.make_stem(in_chans, cfg)
         total = sum(row[1] for row in cfg.stages)
         stages, in_ch, idx = [], cfg.stem_width, 0
-        for block_type, layers, channels, stride, expansion in cfg.stages:
-            block_cls = MSBlock if block_type == MS else MSGhostBlock
+        for row, (block_type, layers, channels, stride, expansion) in enumerate(cfg.stages):
             blocks = []
             for i in range(layers):
                 dpr = cfg.drop_path_rate * idx / total  # EfficientNet's linear rule: 0 for the first block
-                blocks.append(block_cls(in_ch, channels, stride if i == 0 else 1, expansion, cfg, dpr))
+                blocks.append(self.make_block(row, block_type, in_ch, channels, stride if i == 0 else 1, expansion,
+                                              cfg, dpr))
                 in_ch, idx = channels, idx + 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -326,6 +329,18 @@ class MENeStGhost(PooledClassifier):
                 )
         return StagePlan(cfg.stem_width, 2, tuple(r[2] for r in cfg.stages), tuple(r[3] for r in cfg.stages))
 
+    def make_stem(self, in_chans: int, cfg: MENeStConfig) -> nn.Sequential:
+        """Tables 1-4's stem: 3x3 convolution, stride 2, + BN + act (a variant's layout may extend it)."""
+        return nn.Sequential(
+            nn.Conv2d(in_chans, cfg.stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.stem_width), get_act(cfg.act)
+        )
+
+    def make_block(self, row: int, block_type: str, in_channels: int, out_channels: int, stride: int, expansion: int,
+                   cfg: MENeStConfig, drop_path: float) -> nn.Module:
+        """One block of stage row ``row`` of the stage table: an MS or MS-Ghost block (a variant may build others)."""
+        block_cls = MSBlock if block_type == MS else MSGhostBlock
+        return block_cls(in_channels, out_channels, stride, expansion, cfg, drop_path)
+
     def _init_weights(self) -> None:
         """EfficientNet's initialisation: He-normal (fan-out) convolutions, unit BN, uniform classifier."""
         for m in self.modules():
@@ -342,19 +357,20 @@ class MENeStGhost(PooledClassifier):
                 nn.init.zeros_(m.bias)
 
 
-def _normalise(key: str, value):
+def normalise_option(key: str, value):
+    """An option as a config field holds it (hashable, frozen), from the lists YAML and ``--set`` give: the stage
+    table's rows as ``(block, ints...)`` tuples, any other sequence (the kernel sizes, a variant's stage indices) as
+    a tuple of ints."""
     if not isinstance(value, Sequence) or isinstance(value, str):
         return value
     if key == "stages":
         return tuple((str(r[0]), *(int(v) for v in r[1:])) for r in value)
-    if key == "kernel_sizes":
-        return tuple(int(k) for k in value)
-    return value
+    return tuple(int(v) for v in value)
 
 
 def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhost:
     # timm's factory spells drop_rate / drop_path_rate the same way, so they pass straight through
-    return build_model(MENeStGhost, MENeStConfig, variant, overrides, pretrained, kwargs, _normalise)
+    return build_model(MENeStGhost, MENeStConfig, variant, overrides, pretrained, kwargs, normalise_option)
 
 
 PAPER = ("Mixconv-EfficientNeSt-Ghost (ME-NeSt-Ghost): Using a combination of mixed depthwise convolutions, "

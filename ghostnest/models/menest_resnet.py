@@ -19,15 +19,15 @@ option of :class:`~ghostnest.models.menest.MENeStConfig` with it) and the layout
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import torch
+from timm.models import generate_default_cfgs
 from torch import nn
 
+from ..normalization import CIFAR100_MEAN, CIFAR100_STD
 from ..registry import register_model
-from ._base import PooledClassifier, build_model
-from .menest import MS, MS_GHOST, MENeStConfig, MENeStGhost
-from .menest import _normalise as _menest_normalise
+from ._base import StagePlan, build_model, pretrained_cfg
+from .menest import MS, MS_GHOST, PAPER, MENeStConfig, MENeStGhost, normalise_option
 
 # Stage tables, one row per ResNet stage: (block type, layers, output channels, stride of the first layer, expansion
 # ratio), the format of menest.py's STAGES_S..XL.
@@ -53,41 +53,51 @@ class MENeStResNetConfig(MENeStConfig):
     stem_pool: bool = True  # 3x3 max-pool, stride 2, after the stem convolution (ResNet's), for output stride 32
 
 
-class MENeStResNet(PooledClassifier):
+class MENeStResNet(MENeStGhost):
     """ResNet-style ME-NeSt-Ghost: stem (3x3 conv stride 2, BN, Mish, 3x3 max-pool stride 2), four stages of MS and
     MS-Ghost blocks, 1x1 head conv, pool, dropout, FC.
 
-    The stages, head and classifier are built by :class:`~ghostnest.models.menest.MENeStGhost` itself from the stage
-    table (its stochastic-depth rule, checks and initialisation included); the max-pool is appended to its stem.
+    Built as :class:`~ghostnest.models.menest.MENeStGhost` from the stage table (its blocks, stochastic-depth rule,
+    checks and initialisation), with the max-pool appended to its stem: the stem's reduction is 4, and the first
+    feature level is the first stage's (stride 1), as in ResNet.
     """
 
-    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStResNetConfig = MENeStResNetConfig()):
-        super().__init__()
-        body = MENeStGhost(num_classes, in_chans, cfg)
-        self.cfg, self.num_classes, self.num_features = cfg, num_classes, body.num_features
-        self.stem = nn.Sequential(*body.stem, nn.MaxPool2d(3, 2, 1)) if cfg.stem_pool else body.stem
-        self.stages, self.head = body.stages, body.head
-        self.pool, self.drop, self.fc = body.pool, body.drop, body.fc
+    family_name = "ResNet-style ME-NeSt-Ghost"
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"ResNet-style ME-NeSt-Ghost expects (N, C, H, W) input; got shape {tuple(x.shape)}")
-        return self.head(self.stages(self.stem(x)))
+    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStResNetConfig = MENeStResNetConfig(),
+                 global_pool: str = "avg"):
+        super().__init__(num_classes, in_chans, cfg, global_pool)
 
+    @classmethod
+    def stage_plan(cls, cfg: MENeStResNetConfig) -> StagePlan:
+        return replace(super().stage_plan(cfg), stem_stride=4 if cfg.stem_pool else 2)
 
-def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStResNet:
-    return build_model(MENeStResNet, MENeStResNetConfig, "ResNet-style ME-NeSt-Ghost", overrides, pretrained, kwargs,
-                       100, _menest_normalise)
+    def make_stem(self, in_chans: int, cfg: MENeStResNetConfig) -> nn.Sequential:
+        stem = super().make_stem(in_chans, cfg)
+        return stem.append(nn.MaxPool2d(3, 2, 1)) if cfg.stem_pool else stem
 
 
-@register_model("menest_resnet", input_size=128, num_classes=100)
+def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MENeStResNet:
+    return build_model(MENeStResNet, MENeStResNetConfig, variant, overrides, pretrained, kwargs, normalise_option)
+
+
+# timm's pretrained cfgs: ME-NeSt-Ghost's (CIFAR-100 at 128 x 128, the recipe's normalisation, no weights published)
+default_cfgs = generate_default_cfgs({
+    name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
+    for name in ("menest_ghost_resnet_s", "menest_ghost_resnet_m")
+})
+
+
+@register_model("menest_resnet")
 def menest_ghost_resnet_s(pretrained: bool = False, **kwargs) -> MENeStResNet:
     """ResNet-50's layout (3-4-6-3) with MS and MS-Ghost blocks (ME-NeSt-Ghost, section 6), sized as ME-NeSt-Ghost-S."""
-    return _build(dict(stages=STAGES_RESNET_S, stem_width=64, drop_rate=0.2), pretrained, kwargs)
+    return _build("menest_ghost_resnet_s", dict(stages=STAGES_RESNET_S, stem_width=64, drop_rate=0.2), pretrained,
+                  kwargs)
 
 
-@register_model("menest_resnet", input_size=128, num_classes=100)
+@register_model("menest_resnet")
 def menest_ghost_resnet_m(pretrained: bool = False, **kwargs) -> MENeStResNet:
     """ResNet-152's layout (3-8-36-3) with MS and MS-Ghost blocks (ME-NeSt-Ghost, section 6), sized as
     ME-NeSt-Ghost-M."""
-    return _build(dict(stages=STAGES_RESNET_M, stem_width=64, drop_rate=0.3), pretrained, kwargs)
+    return _build("menest_ghost_resnet_m", dict(stages=STAGES_RESNET_M, stem_width=64, drop_rate=0.3), pretrained,
+                  kwargs)

@@ -28,17 +28,16 @@ Any option of :class:`~ghostnest.models.menest.MENeStConfig` works here too, plu
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import torch
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..layers.self_attention import SelfAttention2d
+from ..normalization import CIFAR100_MEAN, CIFAR100_STD
 from ..registry import register_model
-from ._base import PooledClassifier, build_model
-from .menest import MS, STAGES_M, STAGES_S, MENeStConfig, MENeStGhost, MSBlock
-from .menest import _normalise as _menest_normalise
+from ._base import StagePlan, build_model, pretrained_cfg
+from .menest import MS, PAPER, STAGES_M, STAGES_S, MENeStConfig, MENeStGhost, MSBlock, normalise_option
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,19 @@ def attention_block(in_channels: int, out_channels: int, stride: int, expansion:
     Split-Attention unit: after the projection (``cfg.attn_at="output"``, appended to ``proj``) or in the unit's
     place (``"expanded"``, as ``attn``, its own output projection left out when the block's projection follows).
     ``window=0``: global attention, without position bias."""
-    block = MSBlock(in_channels, out_channels, stride, expansion, replace(cfg, radix=1), drop_path)
-    MENeStGhost._init_weights(block)  # ME-NeSt-Ghost's initialisation; the attention keeps its own (ViT's)
     rel_pos = cfg.rel_pos and window > 0
-    if cfg.attn_at == "output" and not isinstance(block.proj, nn.Identity):
-        block.attn = nn.Identity()
+    width = in_channels * expansion
+    projects = width != out_channels  # where MSBlock has a 1x1 projection
+    one_branch = replace(cfg, radix=1)
+    if cfg.attn_at == "output" and projects:
+        block = MSBlock(in_channels, out_channels, stride, expansion, one_branch, drop_path, attn=nn.Identity())
         block.proj.append(SelfAttention2d(out_channels, cfg.head_dim, window, rel_pos=rel_pos, residual=True))
-    else:
-        block.attn = SelfAttention2d(in_channels * expansion, cfg.head_dim, window, rel_pos=rel_pos,
-                                     proj=isinstance(block.proj, nn.Identity), residual=True)
-    return block
+        return block
+    attn = SelfAttention2d(width, cfg.head_dim, window, rel_pos=rel_pos, proj=not projects, residual=True)
+    return MSBlock(in_channels, out_channels, stride, expansion, one_branch, drop_path, attn=attn)
 
 
-def _check(cfg: MENeStTSAConfig) -> tuple[int, ...]:
+def attention_rows(cfg: MENeStTSAConfig) -> tuple[int, ...]:
     """The stage rows that get self-attention; ``ValueError`` for rows that do not exist or hold no MS blocks."""
     ms_rows = tuple(i for i, row in enumerate(cfg.stages) if row[0] == MS)
     rows = ms_rows if cfg.attn_stages is None else tuple(cfg.attn_stages)
@@ -89,57 +88,56 @@ def _check(cfg: MENeStTSAConfig) -> tuple[int, ...]:
     return rows
 
 
-class MENeStGhostTSA(PooledClassifier):
+class MENeStGhostTSA(MENeStGhost):
     """ME-NeSt-Ghost with self-attention blocks in place of the MS blocks of the attention stages.
 
-    Built by :class:`~ghostnest.models.menest.MENeStGhost` itself (stem, stages, head, classifier, initialisation),
-    after which each MS block of an attention stage is rebuilt by :func:`attention_block` with the same arguments
-    (channels, stride, expansion, stochastic-depth rate), its convolutions initialised as the rest of the network
-    and its attention as ViT's (:meth:`SelfAttention2d.reset_parameters`).
+    Built as :class:`~ghostnest.models.menest.MENeStGhost` (stem, stages, head, classifier, its stochastic-depth
+    rule and initialisation), except that each MS block of an attention stage is an :func:`attention_block` with the
+    same arguments; its attention is then initialised as ViT's (:meth:`SelfAttention2d.reset_parameters`), the rest
+    of the network as ME-NeSt-Ghost.
     """
 
-    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStTSAConfig = MENeStTSAConfig()):
-        super().__init__()
-        rows = _check(cfg)
-        body = MENeStGhost(num_classes, in_chans, cfg)
-        self.cfg, self.num_classes, self.num_features = cfg, num_classes, body.num_features
-        self.stem, self.stages, self.head = body.stem, body.stages, body.head
-        self.pool, self.drop, self.fc = body.pool, body.drop, body.fc
-        total = sum(row[1] for row in cfg.stages)
-        in_ch, idx = cfg.stem_width, 0
-        for s, (_, layers, channels, stride, expansion) in enumerate(cfg.stages):
-            for i in range(layers):
-                if s in rows:
-                    window = 0 if (s in cfg.global_stages or cfg.window == 0) else cfg.window
-                    block = attention_block(in_ch, channels, stride if i == 0 else 1, expansion, cfg,
-                                            cfg.drop_path_rate * idx / total, window)  # MENeStGhost's drop-path rule
-                    self.stages[s][i] = block
-                in_ch, idx = channels, idx + 1
+    family_name = "ME-NeSt-Ghost-TSA"
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"ME-NeSt-Ghost-TSA expects (N, C, H, W) input; got shape {tuple(x.shape)}")
-        return self.head(self.stages(self.stem(x)))
+    def __init__(self, num_classes: int = 100, in_chans: int = 3, cfg: MENeStTSAConfig = MENeStTSAConfig(),
+                 global_pool: str = "avg"):
+        super().__init__(num_classes, in_chans, cfg, global_pool)
+        for m in self.modules():
+            if isinstance(m, SelfAttention2d):
+                m.reset_parameters()  # over the He initialisation ME-NeSt-Ghost gives every convolution
 
+    @classmethod
+    def stage_plan(cls, cfg: MENeStTSAConfig) -> StagePlan:
+        plan = super().stage_plan(cfg)
+        attention_rows(cfg)  # checks where the attention goes
+        return plan
 
-def _normalise(key: str, value):
-    if key in ("attn_stages", "global_stages") and isinstance(value, Sequence) and not isinstance(value, str):
-        return tuple(int(v) for v in value)
-    return _menest_normalise(key, value)
+    def make_block(self, row: int, block_type: str, in_channels: int, out_channels: int, stride: int, expansion: int,
+                   cfg: MENeStTSAConfig, drop_path: float) -> nn.Module:
+        if row not in attention_rows(cfg):
+            return super().make_block(row, block_type, in_channels, out_channels, stride, expansion, cfg, drop_path)
+        window = 0 if row in cfg.global_stages else cfg.window
+        return attention_block(in_channels, out_channels, stride, expansion, cfg, drop_path, window)
 
 
-def _build(overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhostTSA:
-    return build_model(MENeStGhostTSA, MENeStTSAConfig, "ME-NeSt-Ghost-TSA", overrides, pretrained, kwargs, 100,
-                       _normalise)
+def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MENeStGhostTSA:
+    return build_model(MENeStGhostTSA, MENeStTSAConfig, variant, overrides, pretrained, kwargs, normalise_option)
 
 
-@register_model("menest_tsa", input_size=128, num_classes=100)
+# timm's pretrained cfgs: ME-NeSt-Ghost's (CIFAR-100 at 128 x 128, the recipe's normalisation, no weights published)
+default_cfgs = generate_default_cfgs({
+    name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
+    for name in ("menest_ghost_tsa_s", "menest_ghost_tsa_m")
+})
+
+
+@register_model("menest_tsa")
 def menest_ghost_tsa_s(pretrained: bool = False, **kwargs) -> MENeStGhostTSA:
     """ME-NeSt-Ghost-S (Table 1) with windowed self-attention in its 10 MS blocks (ME-NeSt-Ghost, section 6)."""
-    return _build(dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
+    return _build("menest_ghost_tsa_s", dict(stages=STAGES_S, stem_width=24, drop_rate=0.2), pretrained, kwargs)
 
 
-@register_model("menest_tsa", input_size=128, num_classes=100)
+@register_model("menest_tsa")
 def menest_ghost_tsa_m(pretrained: bool = False, **kwargs) -> MENeStGhostTSA:
     """ME-NeSt-Ghost-M (Table 2) with windowed self-attention in its 13 MS blocks (ME-NeSt-Ghost, section 6)."""
-    return _build(dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
+    return _build("menest_ghost_tsa_m", dict(stages=STAGES_M, stem_width=24, drop_rate=0.3), pretrained, kwargs)
