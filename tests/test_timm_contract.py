@@ -22,10 +22,21 @@ OURS = [n for n in ghostnest.list_models() if ghostnest.model_info(n).source == 
 TINY_MENEST = dict(stages=(("ms", 1, 8, 1, 1), ("ms", 1, 16, 2, 2), ("ms_ghost", 1, 16, 2, 2),
                            ("ms_ghost", 1, 24, 1, 2), ("ms_ghost", 1, 32, 2, 2)), stem_width=8, num_features=48)
 TINY_GHOSTMIXNET = dict(depths=(1, 2, 1), widths=(8, 16, 16), stem_width=8)
+TINY_TSA = dict(TINY_MENEST, head_dim=8, window=4)  # self-attention in the two MS stages, 4x4 windows
+TINY_RESNET = dict(stages=(("ms", 1, 8, 1, 1), ("ms", 1, 16, 2, 2), ("ms_ghost", 1, 16, 2, 2),
+                           ("ms_ghost", 1, 24, 2, 2)), stem_width=8, num_features=48)
+TINY_CONVNEXT = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+TINY_COATNET = dict(img_size=32, embed_dim=(16, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=(8, 16))
 # (model name, small options, input size): every family, small enough for the suite
 SMALL = [("menest_ghost_s", TINY_MENEST, 32), ("ghostmixnet", TINY_GHOSTMIXNET, 32),
-         ("ghostmixnet_resnet", TINY_GHOSTMIXNET, 32)]
+         ("ghostmixnet_resnet", TINY_GHOSTMIXNET, 32), ("menest_ghost_tsa_s", TINY_TSA, 32),
+         ("menest_ghost_resnet_s", TINY_RESNET, 32), ("convnext_nano", TINY_CONVNEXT, 32),
+         ("coatnet_nano_rw_224", TINY_COATNET, 32)]
 IDS = [s[0] for s in SMALL]
+
+
+def _ours(name):
+    return ghostnest.model_info(name).source == "ghostnest"
 
 
 def _small(name, kwargs, **extra):
@@ -38,7 +49,7 @@ def test_pretrained_cfg_is_what_the_recipes_train_with(name):
     with torch.device("meta"):
         model = ghostnest.create_model(name).eval()
     cfg, info = model.pretrained_cfg, ghostnest.model_info(name)
-    menest = info.family == "menest"
+    menest = info.family.startswith("menest")  # ME-NeSt-Ghost and its future-work variants (TSA, ResNet-style)
     assert cfg["architecture"] == name and cfg["num_classes"] == info.num_classes == model.num_classes
     assert cfg["input_size"] == (3, info.input_size, info.input_size) == ((3, 128, 128) if menest else (3, 32, 32))
     assert cfg["min_input_size"] == (3, model.min_input_size, model.min_input_size) == (3, 32, 32)
@@ -54,18 +65,23 @@ def test_pretrained_cfg_is_what_the_recipes_train_with(name):
     assert timm.models.get_pretrained_cfg(name).input_size == cfg["input_size"]  # registered by timm's register_model
 
 
-def test_baselines_get_the_recipe_preprocessing_too():
+BASELINES = ["efficientnetv2_s", "convnext_nano", "coatnet_nano_rw_224"]  # timm's own, one per family
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_get_the_recipe_preprocessing_too(name):
     with torch.device("meta"):
-        model = ghostnest.create_model("efficientnetv2_s")
+        model = ghostnest.create_model(name)
     data = resolve_data_config({}, model=model)
     assert model.num_classes == 100 and data["input_size"] == (3, 128, 128) and data["mean"] == CIFAR100_MEAN
+    assert data["crop_pct"] == 1.0 and model.pretrained_cfg["pool_size"] == (4, 4)
 
 
-@pytest.mark.parametrize("name", [*OURS, "efficientnetv2_s"])
+@pytest.mark.parametrize("name", [*OURS, *BASELINES])
 def test_num_classes_zero_is_a_headless_feature_model(name):
     with torch.device("meta"):
         model = ghostnest.create_model(name, num_classes=0).eval()
-        out = model(torch.zeros(2, 3, 64, 64))
+        out = model(torch.zeros(2, 3, *(ghostnest.registry.fixed_input_size(model) or (64, 64))))
     assert model.num_classes == 0 and tuple(out.shape) == (2, model.head_hidden_size)
     assert not any(p.shape[0] == 0 for p in model.parameters())
 
@@ -88,7 +104,9 @@ def test_features_only_equals_forward_intermediates_and_feature_info(name, kwarg
             assert len(out) == len(taps)
             for a, b in zip(out, taps, strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
-        some = _small(name, kwargs, features_only=True, out_indices=(-1, 1)).eval()  # in the model's order
+        # ours list the levels in the model's order whatever order out_indices gives them in (build_model sorts);
+        # timm's own wrappers return them in that order but list feature_info in the order given: ask in order
+        some = _small(name, kwargs, features_only=True, out_indices=(-1, 1) if _ours(name) else (1, -1)).eval()
         assert some.feature_info.channels() == info.channels([1, len(taps) - 1])
         for a, b in zip(some(x), [taps[1], taps[-1]], strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -167,6 +185,10 @@ def test_classifier_interface(name, kwargs, size):
         assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
         model.reset_classifier(0, "")
         assert model(x).shape == model.forward_features(x).shape  # unpooled
+        model.reset_classifier(3, "max")
+        assert model(x).shape == (2, 3) and model.head_hidden_size == pooled.shape[1]
+        if not _ours(name):  # timm's norm + MLP heads (ConvNeXt, CoAtNet) take no pooling that widens the features
+            return
         model.reset_classifier(3, "catavgmax")
         assert model(x).shape == (2, 3) and model.head_hidden_size == 2 * pooled.shape[1]
     with pytest.raises(ValueError, match="global_pool='bogus' is not valid"):

@@ -19,13 +19,15 @@ Global attention has no bias here: a bias table over the whole map would tie the
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
-from timm.layers import RelPosBias, trunc_normal_
-from timm.layers.pos_embed_rel import gen_relative_position_index
+from timm.layers import RelPosBias, register_notrace_module, trunc_normal_
 from torch import nn
 
 
+@register_notrace_module  # windows and padding follow the map size: a leaf for torch.fx (timm's tracer)
 class SelfAttention2d(nn.Module):
     """``(N, C, H, W) -> (N, C, H, W)``: multi-head self-attention among the pixels of each window (or the map).
 
@@ -75,16 +77,20 @@ class SelfAttention2d(nn.Module):
                 if conv.bias is not None:
                     nn.init.zeros_(conv.bias)
 
-    def _bias(self, wh: int, ww: int, device: torch.device) -> torch.Tensor:
-        """``(1, heads, wh * ww, wh * ww)``: the relative position bias of a ``wh x ww`` window."""
-        if (wh, ww) == (self.window, self.window):
-            return self.rel_pos.get_bias()
-        # a smaller window: its offsets (|dy| < wh, |dx| < ww) are the centre of the (2w-1) x (2w-1) table
-        w = self.window
-        table = self.rel_pos.relative_position_bias_table.view(2 * w - 1, 2 * w - 1, self.num_heads)
-        table = table[w - wh:w + wh - 1, w - ww:w + ww - 1].reshape(-1, self.num_heads)
-        index = gen_relative_position_index((wh, ww), device=device).view(-1)
-        return table[index].view(wh * ww, wh * ww, self.num_heads).permute(2, 0, 1).unsqueeze(0)
+    def _bias(self, wh: int, ww: int) -> torch.Tensor:
+        """``(1, heads, wh * ww, wh * ww)``: the relative position bias of a ``wh x ww`` window (called only with
+        ``rel_pos``)."""
+        rel_pos = self.rel_pos
+        assert rel_pos is not None
+        if wh == self.window and ww == self.window:
+            return rel_pos.get_bias()
+        # a smaller window: its offsets (|dy| < wh, |dx| < ww) are the centre of the (2w-1) x (2w-1) table, whose
+        # row for offset (dy, dx) is (dy + w - 1) * (2w - 1) + dx + w - 1 (RelPosBias's order)
+        w, table = self.window, rel_pos.relative_position_bias_table
+        ys = torch.arange(wh, device=table.device).repeat_interleave(ww)  # each token's row and column
+        xs = torch.arange(ww, device=table.device).repeat(wh)
+        index = (ys[:, None] - ys[None, :] + w - 1) * (2 * w - 1) + xs[:, None] - xs[None, :] + w - 1
+        return table[index.view(-1)].view(wh * ww, wh * ww, self.num_heads).permute(2, 0, 1).unsqueeze(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -100,12 +106,16 @@ class SelfAttention2d(nn.Module):
         # PyTorch's CPU attention kernels take 4-D inputs only (with one more batch dimension it ran 4x slower)
         qkv = qkv.view(n, 3, heads, d, nh, wh, nw, ww).permute(1, 0, 4, 6, 2, 5, 7, 3)
         q, k, v = qkv.reshape(3, n * nh * nw, heads, wh * ww, d).unbind(0)
-        mask = self._bias(wh, ww, x.device).to(q.dtype) if self.rel_pos is not None else None
+        mask: Optional[torch.Tensor] = None
+        if self.rel_pos is not None:
+            mask = self._bias(wh, ww).to(q.dtype)
         if ph or pw:  # padded keys take no attention: -inf before the softmax
             valid = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=x.device), (0, pw, 0, ph))
             valid = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, 1, 1, wh * ww)
             pad = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
-            mask = (pad if mask is None else mask + pad).repeat(n, 1, 1, 1)  # window b * nh * nw + i: pad[i]
+            if mask is not None:
+                pad = mask + pad
+            mask = pad.repeat(n, 1, 1, 1)  # window b * nh * nw + i: pad[i]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N * windows, heads, tokens, d)
         out = out.view(n, nh, nw, heads, wh, ww, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(n, c, h + ph, w + pw)
         if ph or pw:
