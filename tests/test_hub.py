@@ -124,3 +124,21 @@ def test_hub_export_refuses_and_writes_nothing(run, hub, tmp_path, monkeypatch, 
     assert main(["export", str(run), "--format", "hub", "--out", str(tmp_path / "h")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no folder, no temporary left behind
+
+
+def test_predict_and_explain_take_the_folder(run, hub, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    assert main(["predict", str(hub), str(images), "--out", str(tmp_path / "hub.csv")]) == 0
+    assert main(["predict", str(run), str(images), "--out", str(tmp_path / "run.csv")]) == 0
+    assert (tmp_path / "hub.csv").read_text() == (tmp_path / "run.csv").read_text()  # the same labels and confidences
+    pytest.importorskip("pytorch_grad_cam", reason="explain needs the grad-cam package (the explain extra)")
+    assert main(["explain", str(hub), str(images), "--out", str(tmp_path / "cams")]) == 0
+    assert (tmp_path / "cams" / "grid.png").is_file() and len(json.loads(
+        (tmp_path / "cams" / "explain.json").read_text())["images"]) == 3
