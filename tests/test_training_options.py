@@ -40,17 +40,6 @@ def rows(run):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
-def group_matcher(self, coarse: bool = False) -> dict:
-    """timm's standard signature: the stem first, then one group per block (per stage when ``coarse``)."""
-    return {"stem": r"^stem", "blocks": r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)"}
-
-
-@pytest.fixture
-def with_group_matcher(monkeypatch):
-    """GhostMixNet with a ``group_matcher`` (the model-contract work adds one; this one states the contract)."""
-    monkeypatch.setattr(GhostMixNet, "group_matcher", group_matcher, raising=False)
-
-
 # --- gradient accumulation ---------------------------------------------------------------------------------------
 
 def _step_context(model, k: int, label_smoothing: float = 0.1, ddp: bool = False):
@@ -151,7 +140,7 @@ def test_clipping_is_timms_dispatch_after_unscaling():
     assert max(p.grad.abs().max() for p in model.parameters()) <= 0.01 + 1e-9
 
 
-def test_layer_decay_groups_come_from_timms_factory(with_group_matcher):
+def test_layer_decay_groups_come_from_timms_factory():
     import ghostnest
 
     cfg = config(layer_decay=0.5)
@@ -169,7 +158,7 @@ def test_layer_decay_groups_come_from_timms_factory(with_group_matcher):
 
 # --- every option at once: a stop inside an epoch (inside warmup and between micro-batches) resumes exactly -------
 
-def test_all_options_resume_exactly_from_inside_an_epoch(tmp_path, monkeypatch, with_group_matcher):
+def test_all_options_resume_exactly_from_inside_an_epoch(tmp_path, monkeypatch):
     cfg = config(**ALL_OPTIONS, augment=[{"op": "RandomCrop", "size": 16, "padding": 2}])
     train(cfg, tmp_path / "full", device="cpu", progress=False)
     real, calls = engine.loss_fn, {"n": 0}
@@ -250,6 +239,39 @@ def test_init_from_other_classes_keeps_the_body_and_makes_a_new_head(tmp_path):
     weights, _ = ckpt.read_checkpoint(base / "best.safetensors")
     model = built[-1]
     assert torch.equal(model.stem[0].weight, weights["stem.0.weight"]) and model.fc.out_features == 3
+
+
+def test_the_finetune_recipe_runs_from_the_command_line(tmp_path, monkeypatch):
+    """``--recipe finetune`` end to end, as docs/training.md runs it: a trained run, a new ImageFolder data set of
+    other classes, the model's own ``group_matcher`` for layer decay, EMA, warmup and clipping."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    base = tmp_path / "base"
+    train(config(epochs=1), base, device="cpu", progress=False)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("five", "six", "seven"):
+            (tmp_path / "new" / split / c).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                    tmp_path / "new" / split / c / f"{i}.png")
+    built = []
+    monkeypatch.setattr(trainer, "build_optimizer", lambda cfg, model: built.append(optim.build_optimizer(cfg, model))
+                        or built[-1])
+    out = tmp_path / "ft"
+    assert main(["train", "--recipe", "finetune", "--set", f"init_from={base}", "--set",
+                 f"dataset=imagefolder:{tmp_path / 'new'}:16", "--set", f"model_kwargs={TINY}", "--set", "epochs=1",
+                 "--set", "batch_size=8", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["layer_decay"], cfg["ema_decay"], cfg["warmup_epochs"], cfg["clip_grad"]) == (0.75, 0.998, 1, 1.0)
+    scales = sorted({round(g["lr_scale"], 6) for g in built[0].param_groups})
+    blocks = sum(TINY["depths"])  # the stem, one group per block, the head: a decayed rate for each below the top
+    assert len(scales) == blocks + 2 and scales[0] == pytest.approx(0.75 ** (blocks + 1)) and scales[-1] == 1.0
+    weights, _ = ckpt.read_checkpoint(out / "best.safetensors")
+    assert weights["fc.weight"].shape[0] == 3  # a new three-way head
+    assert set(rows(out)[0]) >= {"val_top1", "ema_val_top1"}
 
 
 def test_grad_checkpointing_calls_the_models_switch(monkeypatch):
