@@ -43,6 +43,15 @@ def _assert_close(a, b, what):
     assert err <= TOL * max(1.0, b.abs().max().item()), f"{what}: max error {err}"
 
 
+def _zero_in_exact_arithmetic(model, x) -> set[str]:
+    """Parameters whose gradient is zero in exact arithmetic (a bias right before a training-mode BatchNorm, which
+    subtracts it again): float64 finds them. In float32 their gradients are summation noise whose size follows the
+    terms summed (1.5e-4 for ME-NeSt's attention fc1 bias on 2 threads), so no path can match another's to 1e-4."""
+    m64 = copy.deepcopy(set_mixconv_impl(model, "split")).double()
+    grads = _forward_backward(m64, x.double())[2]
+    return {n for n, g in grads.items() if g.abs().max().item() < 1e-9}
+
+
 @pytest.mark.parametrize("multiplier", [1, 2, 4])
 @pytest.mark.parametrize("stride,size", [(1, 9), (2, 10), (2, 7)])
 def test_mixconv_impls_equal_forward_and_backward(multiplier, stride, size):
@@ -171,13 +180,18 @@ def test_small_menest_fast_path_equals_plain_train_and_eval():
                                    drop_rate=0.0, drop_path_rate=0.0)
     x = torch.randn(2, 3, 32, 32)
     model.train()
+    zero = _zero_in_exact_arithmetic(model, x)
+    assert all(n.endswith(".bias") for n in zero) and zero, zero
     ref = _forward_backward(set_mixconv_impl(model, "split"), x)
     use_fast_mish(set_mixconv_impl(model, "auto"))
     out, gx, grads = _forward_backward(model, x)
     _assert_close(out, ref[0], "train logits")
     _assert_close(gx, ref[1], "train input grad")
     for n, g in grads.items():
-        _assert_close(g, ref[2][n], f"grad {n}")
+        if n in zero:  # both paths give noise around 0: bounded, not compared
+            assert max(g.abs().max().item(), ref[2][n].abs().max().item()) <= 1e-3, n
+        else:
+            _assert_close(g, ref[2][n], f"grad {n}")
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last)  # the same fast path in channels_last
     out, gx, grads = _forward_backward(cl, x.contiguous(memory_format=torch.channels_last))
     _assert_close(out, ref[0], "channels_last train logits")
