@@ -30,6 +30,7 @@ class ModelInfo:
     num_classes: int  # class count of the paper's data set (10 for CIFAR-10, 100 for CIFAR-100)
     builder: Callable[..., nn.Module]
     source: str  # "ghostnest" or "timm"
+    fixed_input_size: bool = False  # built for one input size, its ``img_size`` (timm's cfg flag; e.g. CoAtNet)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -89,7 +90,8 @@ def register_timm_model(name: str, family: str, paper_params_m: float | None = N
             model.check_input = FixedInputCheck(name, built_for, getattr(model, "in_chans", overlay["input_size"][0]))
         return model
 
-    _REGISTRY[name] = ModelInfo(name, family, size[-1], paper_params_m, cfg_overlay["num_classes"], build, "timm")
+    _REGISTRY[name] = ModelInfo(name, family, size[-1], paper_params_m, cfg_overlay["num_classes"], build, "timm",
+                                fixed)
 
 
 def _pair(size) -> tuple[int, int]:

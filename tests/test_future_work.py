@@ -117,6 +117,16 @@ def test_coatnet_input_size_is_fixed_and_says_so():
     assert not ghostnest.registry.fixed_input_size(meta("convnext_nano"))  # ConvNeXt takes any size
 
 
+def test_bench_builds_a_coatnet_for_the_input_it_times():
+    from ghostnest.bench import bench_models
+
+    kwargs = {k: v for k, v in TINY_COATNET.items() if k not in ("img_size", "num_classes")}
+    row, = bench_models(["coatnet_nano_rw_224"], input_size=64, batch=1, repeats=1, warmup=1, device="cpu",
+                        num_classes=5, model_kwargs=kwargs)  # built with img_size=64, as a recipe would be
+    at_32 = ghostnest.create_model("coatnet_nano_rw_224", **TINY_COATNET)
+    assert row["input_size"] == 64 and row["params"] > count_params(at_32)  # the larger relative-position tables
+
+
 # --- the self-attention layer -------------------------------------------------------------------------------------
 
 def naive_attention(m: SelfAttention2d, x: torch.Tensor) -> torch.Tensor:

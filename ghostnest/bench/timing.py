@@ -133,20 +133,23 @@ def bench_models(
     say = progress or (lambda _msg: None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def builder(name: str, family: str, checkpointing: bool = False):
+    def builder(name: str, info, checkpointing: bool = False):
         label = f"{name} +grad-ckpt" if checkpointing else name
+        # a model built for one input size (CoAtNet's position tables) is built for the size timed, as a recipe
+        # would build it with --set model_kwargs.img_size=SIZE
+        own = {"img_size": input_size, **kwargs} if info.fixed_input_size else kwargs
 
         def build() -> tuple[nn.Module, dict, nn.Module]:
             say(f"building {label}")
-            gflops = _gflops(name, input_size, num_classes, kwargs)
+            gflops = _gflops(name, input_size, num_classes, own)
             torch.manual_seed(seed)
-            model = create_model(name, num_classes=num_classes, **kwargs)
+            model = create_model(name, num_classes=num_classes, **own)
             check = getattr(model, "check_input", None)  # the model's own size check, one line
             if check is not None:
                 check((batch, 3, input_size, input_size))
             if checkpointing:
                 model.set_grad_checkpointing(True)
-            extra = dict(family=family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
+            extra = dict(family=info.family, compiled=compile, fused=fuse, params=count_params(model), gflops=gflops)
             onnx_model = None
             if runtime == "onnxruntime" and fuse:  # the ONNX file gets the layout fused for onnxruntime
                 onnx_model = fuse_model(model.eval(), fast_mish=False, runtime="onnxruntime")
@@ -157,7 +160,7 @@ def bench_models(
 
     with _num_threads(threads):
         rows = _run(
-            builders=[builder(name, info.family, ckpt) for name, info in zip(names, infos, strict=True)
+            builders=[builder(name, info, ckpt) for name, info in zip(names, infos, strict=True)
                       for ckpt in ((False, True) if grad_checkpointing else (False,))],
             input_size=input_size,
             batch=batch, num_classes=num_classes, mode=mode, dev=dev, dtype=dtype, tdtype=tdtype, repeats=repeats,
