@@ -77,3 +77,34 @@ def test_tensorboard_is_off_by_default_and_only_rank_0_writes(tmp_path, monkeypa
 def test_bad_log_values(log, expected):
     with pytest.raises(ValueError, match=expected):
         resolve_config({**TINY, "log": log})
+
+
+def test_images_per_s_counts_only_the_steps_a_resumed_epoch_ran(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import ghostnest.train.tensorboard as tb
+    from ghostnest.train import engine
+
+    seen, epoch_of = {}, tb.TensorBoardLog.epoch
+
+    def spy(self, row, images, loop_seconds, wait_seconds):
+        seen[row["epoch"]] = images
+        return epoch_of(self, row, images, loop_seconds, wait_seconds)
+
+    monkeypatch.setattr(tb.TensorBoardLog, "epoch", spy)
+    real, calls = engine.loss_fn, {"n": 0}
+
+    def signalled(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 3 steps of 16 images per epoch: epoch 2, step 2, as if the job were preempted
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a)
+
+    monkeypatch.setattr(engine, "loss_fn", signalled)
+    run = tmp_path / "run"
+    stopped = train(resolve_config(dict(TINY)), out=run, device="cpu", progress=False)
+    assert (stopped["signal"], stopped["step"]) == ("SIGTERM", 2)
+    monkeypatch.setattr(engine, "loss_fn", real)
+    train(None, resume=run, device="cpu", progress=False)
+    assert seen == {1: 48, 2: 16, 3: 48}  # the resumed epoch ran one step of 16 images in its loop, not 48

@@ -69,6 +69,7 @@ class RunContext:
     ema: torch.nn.Module | None = None  # timm's ModelEmaV3 of ``model`` (``ema_decay``), or None
     saved: str | None = None  # the last resume point written ("epoch 3", "epoch 4, step 20"), None before the first
     input_wait: tuple[float, float] = (0.0, 0.0)  # the last epoch: seconds waiting for batches, seconds in the loop
+    loop_steps: int = 0  # the last epoch: steps this process ran in that loop (fewer after a mid-epoch resume)
     input_hint_given: bool = False
 
     def log(self, msg: str) -> None:
@@ -86,7 +87,7 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     ``step`` (its checkpoint is saved)."""
     cfg, dist, pipe = ctx.cfg, ctx.dist, ctx.pipe
     mid, ctx.resume.mid_epoch = ctx.resume.mid_epoch, None
-    step = mid["step"] if mid else 0
+    step = first = mid["step"] if mid else 0
     t0 = time.time() - (mid["seconds"] if mid else 0.0)
     _seed_epoch(ctx, epoch, mid)
     ctx.model.train()
@@ -132,7 +133,7 @@ def train_one_epoch(ctx: RunContext, epoch: int, lr: float) -> tuple[float | Non
     if warming:
         set_step_lr(ctx.opt, ctx.sched, 1.0)  # the scheduler steps from its own rates
     mean_loss = dist.sum([loss_sum.item()])[0] / dist.world / max(step, 1)  # (waits for the device's last step)
-    ctx.input_wait = (wait[0], time.perf_counter() - t_loop)
+    ctx.input_wait, ctx.loop_steps = (wait[0], time.perf_counter() - t_loop), step - first
     return mean_loss, 0, t0
 
 
@@ -274,7 +275,7 @@ def _fit(ctx: RunContext, stop_after: int | None, board) -> dict:
                             f"{prefix}val_top5": val["top5"]})
             row["seconds"] = round(time.time() - t0, 3)
             if board is not None:  # before the resume point: a kill in between repeats the epoch, purged on resume
-                board.epoch(row, len(ctx.pipe.batches) * ctx.pipe.batches.batch_size * dist.world, ctx.input_wait[1],
+                board.epoch(row, ctx.loop_steps * ctx.pipe.batches.batch_size * dist.world, ctx.input_wait[1],
                             ctx.input_wait[0])
             is_best = _record_epoch(ctx, row)
             eta = eta_seconds([r["seconds"] for r in state.rows[start - done:]], cfg.epochs - done)
