@@ -55,11 +55,16 @@ def parse_float_layers(text: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def node_groups(node) -> set[str]:
+def node_groups(node, hidden_fc: frozenset[str] = frozenset()) -> set[str]:
     """The layer groups (of :data:`LAYER_GROUPS`) an ONNX node belongs to: none, one, or two (a Mish inside a
-    Squeeze-Excitation is in ``se`` and in ``mish``; either keeps it in float)."""
-    if node.op_type in ("Gemm", "MatMul"):  # the only fully connected layer of these networks is the classifier
-        return {"classifier"}
+    Squeeze-Excitation is in ``se`` and in ``mish``; either keeps it in float).
+
+    A ``Gemm``/``MatMul`` is in ``classifier``, unless it is one of ``hidden_fc`` (:func:`hidden_fc_nodes`: the
+    fully connected layers before the classifier, such as ConvNeXt's MLPs, which are quantized as convolutions
+    are). The products of two activations (Split-Attention's weighted sum, self-attention) stay with the
+    classifier group, in float by default: docs/deployment.md."""
+    if node.op_type in ("Gemm", "MatMul"):
+        return set() if node.name in hidden_fc else {"classifier"}
     scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
     groups = set()
     if "SqueezeExcite" in scope or ".se." in scope or ".se:" in scope:
@@ -71,10 +76,19 @@ def node_groups(node) -> set[str]:
     return groups
 
 
+def hidden_fc_nodes(model) -> frozenset[str]:
+    """Names of the fully connected nodes of ``model`` (an ``onnx.ModelProto``) before its classifier: every
+    ``Gemm``/``MatMul`` by a weight (an initializer) but the graph's last one, the classifier. None in GhostMixNet
+    and ME-NeSt-Ghost; ConvNeXt's MLP layers in ConvNeXt-T/S."""
+    weights = {i.name for i in model.graph.initializer}
+    fc = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights]
+    return frozenset(fc[:-1])
+
+
 def nodes_in_groups(model, groups: Iterable[str]) -> list[str]:
     """Names of the nodes of ``model`` (an ``onnx.ModelProto``) in any of ``groups``."""
-    groups = set(groups)
-    return [n.name for n in model.graph.node if node_groups(n) & groups]
+    groups, hidden = set(groups), hidden_fc_nodes(model)
+    return [n.name for n in model.graph.node if node_groups(n, hidden) & groups]
 
 
 # --- calibration data ------------------------------------------------------------------------------------------
@@ -221,5 +235,5 @@ def _quantizer_version() -> str:
 
 
 __all__ = ["quantize_onnx", "calibration_images", "check_method", "int8_metadata", "parse_float_layers",
-           "node_groups", "nodes_in_groups", "rewrite_for_int8", "LAYER_GROUPS", "DEFAULT_FLOAT_LAYERS",
+           "node_groups", "hidden_fc_nodes", "nodes_in_groups", "rewrite_for_int8", "LAYER_GROUPS", "DEFAULT_FLOAT_LAYERS",
            "DEFAULT_CALIB_IMAGES", "REDUCE_RANGE", "WEIGHT_QMAX"]

@@ -315,7 +315,8 @@ def test_onnx_export_parity(name, kw, fuse, tmp_path):
 
 
 @pytest.mark.parametrize("name,kw", [("menest_ghost_tsa_s", TINY_TSA), ("menest_ghost_resnet_s", TINY_RESNET),
-                                     ("convnext_nano", TINY_CONVNEXT), ("coatnet_nano_rw_224", TINY_COATNET)])
+                                     ("convnext_nano", TINY_CONVNEXT), ("convnext_tiny", TINY_CONVNEXT),
+                                     ("coatnet_nano_rw_224", TINY_COATNET)])
 def test_int8_export_runs_close_to_fp32(name, kw, tmp_path):
     """The int8 path of `ghostnest export --int8` (fused for onnxruntime, exported, statically quantized)."""
     import onnx
@@ -335,6 +336,11 @@ def test_int8_export_runs_close_to_fp32(name, kw, tmp_path):
     assert ops.count("QuantizeLinear") >= 4
     if name == "menest_ghost_tsa_s":
         assert ops.count("Softmax") == 3  # the three attentions, kept in float
+    if name == "convnext_tiny":  # its MLPs are Linear layers (MatMul in ONNX): int8, not kept as the classifier is
+        graph = onnx.load(str(int8)).graph
+        made_by = {o: n.op_type for n in graph.node for o in n.output}
+        matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+        assert len(matmuls) == 8 and all(made_by.get(n.input[1]) == "DequantizeLinear" for n in matmuls)
 
 
 # --- the recipe -------------------------------------------------------------------------------------------------------
