@@ -69,3 +69,13 @@ def _suite_cache(tmp_path_factory):
     patch.setenv("GHOSTNEST_CACHE", str(tmp_path_factory.mktemp("ghostnest-cache")))
     yield
     patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test starts with torch's thread count as the suite found it: a test that calls the training internals
+    or a benchmark script in-process sets it (``threads: 1``) without a ``train()`` around it to restore it, and the
+    tests after it would otherwise run on 1 thread (where float summation orders differ from a lone run's)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
