@@ -2,7 +2,9 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -43,3 +45,15 @@ def group_norm_instead_of_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
         else:
             group_norm_instead_of_batch_norm(child)
     return model
+
+
+def image_folder(root: Path, classes: list[str], per_class: int = 2) -> str:
+    """An ImageFolder tree of random 16 x 16 PNGs (``root/train/CLASS/*``, ``root/test/CLASS/*``, seeded) and the
+    ``dataset`` value that loads it at 16 pixels."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return f"imagefolder:{root}:16"

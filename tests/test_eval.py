@@ -8,9 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from helpers import image_folder
 
 from ghostnest.cli import main
 from ghostnest.train import engine
@@ -80,16 +80,6 @@ def finished(tmp_path_factory):
     run = tmp_path_factory.mktemp("eval") / "run"
     assert main(["train", *TINY, "--set", "epochs=1", "--out", str(run)]) == 0
     return run
-
-
-def image_folder(root: Path, classes: list[str], per_class: int = 2) -> str:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
-    return f"imagefolder:{root}:16"
 
 
 def test_eval_on_another_dataset_writes_its_own_files_and_names_differing_classes(finished, tmp_path, capsys):

@@ -15,7 +15,7 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from helpers import group_norm_instead_of_batch_norm
+from helpers import group_norm_instead_of_batch_norm, image_folder
 
 from ghostnest.cli import main
 from ghostnest.models.ghostmixnet import GhostMixNet
@@ -244,25 +244,17 @@ def test_init_from_other_classes_keeps_the_body_and_makes_a_new_head(tmp_path):
 def test_the_finetune_recipe_runs_from_the_command_line(tmp_path, monkeypatch):
     """``--recipe finetune`` end to end, as docs/training.md runs it: a trained run, a new ImageFolder data set of
     other classes, the model's own ``group_matcher`` for layer decay, EMA, warmup and clipping."""
-    import numpy as np
     import yaml
-    from PIL import Image
 
     base = tmp_path / "base"
     train(config(epochs=1), base, device="cpu", progress=False)
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in ("five", "six", "seven"):
-            (tmp_path / "new" / split / c).mkdir(parents=True)
-            for i in range(8):
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                    tmp_path / "new" / split / c / f"{i}.png")
+    dataset = image_folder(tmp_path / "new", ["five", "six", "seven"], per_class=8)
     built = []
     monkeypatch.setattr(trainer, "build_optimizer", lambda cfg, model: built.append(optim.build_optimizer(cfg, model))
                         or built[-1])
     out = tmp_path / "ft"
     assert main(["train", "--recipe", "finetune", "--set", f"init_from={base}", "--set",
-                 f"dataset=imagefolder:{tmp_path / 'new'}:16", "--set", f"model_kwargs={TINY}", "--set", "epochs=1",
+                 f"dataset={dataset}", "--set", f"model_kwargs={TINY}", "--set", "epochs=1",
                  "--set", "batch_size=8", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert (cfg["layer_decay"], cfg["ema_decay"], cfg["warmup_epochs"], cfg["clip_grad"]) == (0.75, 0.998, 1, 1.0)
