@@ -375,12 +375,17 @@ def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MEN
 
 PAPER = ("Mixconv-EfficientNeSt-Ghost (ME-NeSt-Ghost): Using a combination of mixed depthwise convolutions, "
          "Split-Attention units and Ghost convolutions for improving EfficientNet-V2 performance")
-# timm's pretrained cfgs, read by timm.models.register_model: CIFAR-100 at 128 x 128 (section 2; the final map is
-# 4 x 4), the recipe's normalisation, no weights published
-default_cfgs = generate_default_cfgs({
-    name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
-    for name in ("menest_ghost_s", "menest_ghost_m", "menest_ghost_l", "menest_ghost_xl")
-})
+
+
+def menest_default_cfgs(*names: str) -> dict:
+    """timm's pretrained cfgs of ME-NeSt-Ghost models (this family and its section-6 variants), read by
+    timm.models.register_model from each module's ``default_cfgs``: CIFAR-100 at 128 x 128 (section 2; the final
+    map is 4 x 4), the recipe's normalisation, no weights published."""
+    return generate_default_cfgs({name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
+                                  for name in names})
+
+
+default_cfgs = menest_default_cfgs("menest_ghost_s", "menest_ghost_m", "menest_ghost_l", "menest_ghost_xl")
 
 
 @register_model("menest", paper_params_m=21)

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..layers.self_attention import SelfAttention2d
-from ..normalization import CIFAR100_MEAN, CIFAR100_STD
 from ..registry import register_model
-from ._base import StagePlan, build_model, pretrained_cfg
-from .menest import MS, PAPER, STAGES_M, STAGES_S, MENeStConfig, MENeStGhost, MSBlock, normalise_option
+from ._base import StagePlan, build_model
+from .menest import (MS, STAGES_M, STAGES_S, MENeStConfig, MENeStGhost, MSBlock, menest_default_cfgs,
+                     normalise_option)
 
 
 @dataclass(frozen=True)
@@ -124,11 +123,7 @@ def _build(variant: str, overrides: dict, pretrained: bool, kwargs: dict) -> MEN
     return build_model(MENeStGhostTSA, MENeStTSAConfig, variant, overrides, pretrained, kwargs, normalise_option)
 
 
-# timm's pretrained cfgs: ME-NeSt-Ghost's (CIFAR-100 at 128 x 128, the recipe's normalisation, no weights published)
-default_cfgs = generate_default_cfgs({
-    name: pretrained_cfg(128, 32, 4, CIFAR100_MEAN, CIFAR100_STD, 100, PAPER)
-    for name in ("menest_ghost_tsa_s", "menest_ghost_tsa_m")
-})
+default_cfgs = menest_default_cfgs("menest_ghost_tsa_s", "menest_ghost_tsa_m")  # ME-NeSt-Ghost's: CIFAR-100 at 128 x 128
 
 
 @register_model("menest_tsa")
